@@ -1,0 +1,189 @@
+"""The command line: parse, call one ground-floor function, print. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from app import __version__
+from app.errors import LightboxError, UsageError
+
+log = logging.getLogger("app.cli")
+
+COMMANDS = ("info", "render", "view")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # bad usage: usage line, one error line, exit 2
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lightbox", description="Lightbox DICOM viewer.")
+    parser.add_argument("--version", action="version", version=f"Lightbox {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    p = sub.add_parser("info", help="summarise a DICOM file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("render", help="render a DICOM image to PNG or JPEG")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True, help="output .png, .jpg or .jpeg")
+    p.add_argument("--frame", type=int, default=1, help="frame number, from 1 (default 1)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--window", metavar="CENTER,WIDTH", help="window centre and width in modality units")
+    group.add_argument("--preset", metavar="NAME", help="a preset by name (see: info)")
+    p.add_argument("--size", type=int, metavar="LONGEST_SIDE", help="scale so the longest side has this many pixels")
+    p.add_argument("--invert", action="store_true", help="invert the displayed grey scale")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+
+    p = sub.add_parser("view", help="open the viewer (also: lightbox [PATH...])")
+    p.add_argument("paths", nargs="*", help="files or folders to open")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from app import log as logfile
+
+    logfile.setup()
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        argv = ["view", *argv]  # lightbox FILE... opens the viewer
+    elif not argv:
+        argv = ["view"]
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except LightboxError as exc:
+        log.info("%s failed: %s", args.command, exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the traceback goes to the log, never to the terminal
+        log.exception("unexpected failure in %s", args.command)
+        print(f"error: unexpected failure ({type(exc).__name__}); details are in {logfile.log_file()}", file=sys.stderr)
+        return 1
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+# -- info ---------------------------------------------------------------------------------------
+
+def cmd_info(args) -> int:
+    from app.dicom.reading import read
+    from app.dicom.summary import summary
+
+    info = summary(read(args.file, header_only=True))
+    if args.json:
+        _print_json(info)
+        return 0
+    p, st, se, i = info["patient"], info["study"], info["series"], info["instance"]
+    patient = [p["name"] or "(no name)"]
+    if p["id"]:
+        patient.append(f"ID {p['id']}")
+    patient += [x for x in (p["species"], p["breed"]) if x]
+    if p["owner"]:
+        patient.append(f"owner {p['owner']}")
+    if p["sex"]:
+        patient.append(f"sex {p['sex']}")
+    if p["birth_date"]:
+        patient.append(f"born {_date(p['birth_date'])}")
+    study = [x for x in (_date(st["date"]), st["description"]) if x]
+    if st["accession"]:
+        study.append(f"accession {st['accession']}")
+    series = [x for x in (se["modality"], f"#{se['number']}" if se["number"] is not None else "", se["description"]) if x]
+    lines = [
+        ("Patient", " · ".join(patient)),
+        ("Study", " · ".join(study) or "(no description)"),
+        ("", st["instance_uid"]),
+        ("Series", " · ".join(series) or "(no description)"),
+        ("", se["instance_uid"]),
+    ]
+    from pydicom.uid import UID
+
+    if i["rows"]:
+        image = [f"{i['columns']} x {i['rows']}", f"{i['frames']} frame{'s' if i['frames'] != 1 else ''}",
+                 i["photometric_interpretation"] or "", f"{i['bits_stored']} bits stored" if i["bits_stored"] else ""]
+        if i["pixel_spacing_mm"]:
+            r, c = i["pixel_spacing_mm"]
+            where = "in the patient" if i["spacing_source"] == "PixelSpacing" else "at the detector"
+            image.append(f"pixel {c:g} x {r:g} mm ({where}, {i['spacing_source']})")
+        else:
+            image.append("no pixel spacing")
+        lines.append(("Image", " · ".join(x for x in image if x)))
+    lines.append(("Encoding", UID(i["transfer_syntax_uid"]).name or i["transfer_syntax_uid"]))
+    lines.append(("Object", UID(i["sop_class_uid"]).name or i["sop_class_uid"]))
+    lines.append(("", i["sop_instance_uid"]))
+    for label, text in lines:
+        print(f"{label:<9} {text}")
+    return 0
+
+
+def _date(value: str) -> str:
+    v = (value or "").strip()
+    return f"{v[:4]}-{v[4:6]}-{v[6:8]}" if len(v) == 8 and v.isdigit() else v
+
+
+# -- render -------------------------------------------------------------------------------------
+
+def _window_arg(text: str):
+    from app.dicom.display import Window
+
+    try:
+        center, width = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(f"--window takes CENTER,WIDTH (two numbers), not '{text}'") from None
+    if width <= 0:
+        raise UsageError("--window: the width must be greater than 0")
+    return Window(center, width)
+
+
+def cmd_render(args) -> int:
+    from app.dicom import display
+    from app.dicom.pixels import Image
+    from app.dicom.reading import read
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise UsageError(f"{out}: the output must end in .png, .jpg or .jpeg")
+    if args.size is not None and args.size < 1:
+        raise UsageError("--size must be a positive number of pixels")
+    image = Image(read(args.file), args.file)
+    if not 1 <= args.frame <= image.frames:
+        raise UsageError(f"frame {args.frame} does not exist: the image has {image.frames} frame(s), numbered from 1")
+    frame = args.frame - 1
+    if args.window:
+        voi = _window_arg(args.window)
+    elif args.preset:
+        voi = display.find_preset(image, args.preset, frame).voi
+    else:
+        voi = display.default_voi(image, frame, auto_for_projection=False)
+    pixels = display.render(image, frame, voi, invert=args.invert, longest_side=args.size)
+    from app.ui.images import save_image
+
+    save_image(pixels, out)
+    if args.json:
+        _print_json({"output": str(out), "width": pixels.shape[1], "height": pixels.shape[0],
+                     "color": pixels.ndim == 3, "frame": args.frame, "voi": str(voi)})
+    return 0
+
+
+# -- view ---------------------------------------------------------------------------------------
+
+def cmd_view(args) -> int:
+    from app.ui.main_window import run
+
+    return run(args.paths)
+
+
+_COMMANDS = {"info": cmd_info, "render": cmd_render, "view": cmd_view}

@@ -1,0 +1,391 @@
+"""VOI: window/level, VOI LUTs, presets and invert, turned into 8-bit grey or RGB for a viewport.
+
+Window/level goes through a lookup table indexed by stored value, so a change costs the size of the
+table plus one lookup per screen pixel. The viewport's region is resampled once per geometry change
+(`Renderer.set_region`), not once per window change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from pydicom.pixels import apply_voi
+
+from app.dicom.pixels import LUT_DOMAIN_LIMIT, Image
+from app.errors import PixelDataError, UsageError
+
+FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window in modality units (PS3.3 C.11.2.1.2)."""
+
+    center: float
+    width: float
+    function: str = "LINEAR"
+
+    def __post_init__(self):
+        if not math.isfinite(self.center) or not math.isfinite(self.width):
+            raise UsageError("window centre and width must be numbers")
+        if self.function not in FUNCTIONS:
+            object.__setattr__(self, "function", "LINEAR")
+        if self.width < 1 and self.function == "LINEAR":
+            object.__setattr__(self, "width", 1.0)
+        if self.width <= 0:
+            object.__setattr__(self, "width", 1e-6)
+
+    def __str__(self) -> str:
+        return f"W {self.width:g} L {self.center:g}"
+
+
+@dataclass(frozen=True)
+class VoiLut:
+    """Item `index` of the file's VOI LUT Sequence."""
+
+    index: int
+    explanation: str = ""
+
+    def __str__(self) -> str:
+        return f"VOI LUT {self.explanation or self.index + 1}"
+
+
+Voi = Window | VoiLut
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    voi: Voi
+    source: str  # "file", "modality", "auto"
+
+
+CT_PRESETS = [
+    ("Soft tissue", 40, 400),
+    ("Lung", -600, 1500),
+    ("Bone", 400, 1800),
+    ("Brain", 40, 80),
+]
+PROJECTION_MODALITIES = {"DX", "CR", "RG", "MG", "XA", "RF", "PX", "IO", "DR"}
+
+
+def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+    """Modality values -> 0..1 by DICOM's window functions (LINEAR, LINEAR_EXACT, SIGMOID)."""
+    x = np.asarray(values, dtype=np.float64)
+    c, w = float(window.center), float(window.width)
+    if window.function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
+    if window.function == "LINEAR_EXACT":
+        return np.clip((x - c) / w + 0.5, 0.0, 1.0)
+    if w <= 1:  # the limit of the linear function: a threshold at c - 0.5
+        return (x > c - 0.5).astype(np.float64)
+    return np.clip((x - (c - 0.5)) / (w - 1) + 0.5, 0.0, 1.0)
+
+
+# -- what the file offers, and presets ----------------------------------------------------------
+
+def _floats(value) -> list[float]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        value = [value]
+    out = []
+    for v in value:
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            out.append(float("nan"))
+    return out
+
+
+def _strings(value) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        return [str(value)]
+    return [str(v) for v in value]
+
+
+def file_presets(image: Image, frame: int = 0) -> list[Preset]:
+    """The windows and VOI LUTs the file itself proposes, in order."""
+    if not image.is_grey:
+        return []
+    attrs = image.frame_attributes(frame)
+    centers = _floats(attrs.get("WindowCenter"))
+    widths = _floats(attrs.get("WindowWidth"))
+    names = _strings(attrs.get("WindowCenterWidthExplanation"))
+    function = str(attrs.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    out = []
+    for i, (c, w) in enumerate(zip(centers, widths)):
+        if not (math.isfinite(c) and math.isfinite(w)) or w <= 0:
+            continue
+        name = names[i].strip() if i < len(names) and names[i].strip() else f"File window {i + 1}"
+        out.append(Preset(name.title() if name.isupper() else name, Window(c, w, function), "file"))
+    for i, item in enumerate(attrs.get("VOILUTSequence") or []):
+        if item.get("LUTDescriptor") is None or item.get("LUTData") is None:
+            continue
+        name = str(item.get("LUTExplanation", "") or "").strip()
+        out.append(Preset(name or f"File VOI LUT {i + 1}", VoiLut(i, name), "file"))
+    return out
+
+
+def frame_range(image: Image, frame: int = 0) -> tuple[float, float]:
+    """Smallest and largest modality value in a frame."""
+    lo, hi = _stored_minmax(image, frame)
+    if image.is_float:
+        m = image.modality(np.array([lo, hi], dtype=np.float64), frame)
+    else:
+        m = image.modality(np.array([lo, hi], dtype=np.int64), frame)
+    return float(np.min(m)), float(np.max(m))
+
+
+def _stored_minmax(image: Image, frame: int) -> tuple[float, float]:
+    cache = image.__dict__.setdefault("_minmax", {})
+    if frame not in cache:
+        arr = image.frame(frame)
+        if arr.size == 0:
+            raise PixelDataError(image.label, "the image is empty")
+        lo, hi = arr.min(), arr.max()
+        if image.is_float and not (np.isfinite(lo) and np.isfinite(hi)):
+            finite = arr[np.isfinite(arr)]
+            lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+        cache[frame] = (lo.item(), hi.item())
+    return cache[frame]
+
+
+def full_range_window(image: Image, frame: int = 0) -> Window:
+    if image.is_color:
+        top = float((1 << min(image.bits_stored, 32)) - 1)
+        return Window(top / 2 + 0.5, top + 1)
+    if image.is_palette:
+        return Window(32767.5 + 0.5, 65536) if _palette_bits(image) > 8 else Window(128, 256)
+    lo, hi = frame_range(image, frame)
+    if hi <= lo:
+        return Window(lo + 0.5, 1)
+    if image.is_float:
+        return Window((lo + hi) / 2, hi - lo, "LINEAR_EXACT")
+    return Window((lo + hi) / 2 + 0.5, hi - lo + 1)
+
+
+def auto_window(image: Image, frame: int = 0, low: float = 1.0, high: float = 99.5) -> Window:
+    """A window from robust percentiles of the frame's modality values (for radiographs)."""
+    if not image.is_grey:
+        return full_range_window(image, frame)
+    arr = image.frame(frame)
+    step = max(1, int(math.sqrt(arr.size / 262_144)))
+    sample = arr[::step, ::step]
+    values = image.modality(sample.astype(np.float64) if image.is_float else sample, frame)
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return full_range_window(image, frame)
+    a, b = np.percentile(values, [low, high])
+    if b <= a:
+        return full_range_window(image, frame)
+    return Window((a + b) / 2, b - a, "LINEAR_EXACT")
+
+
+def presets(image: Image, frame: int = 0) -> list[Preset]:
+    """Everything a presets menu offers: the file's first, then the modality's, then automatic ones."""
+    out = list(file_presets(image, frame))
+    if image.is_grey:
+        if image.modality_name == "CT":
+            out += [Preset(n, Window(c, w), "modality") for n, c, w in CT_PRESETS]
+        out.append(Preset("Auto", auto_window(image, frame), "auto"))
+    out.append(Preset("Full range", full_range_window(image, frame), "auto"))
+    return out
+
+
+def find_preset(image: Image, name: str, frame: int = 0) -> Preset:
+    wanted = name.strip().casefold().replace("-", " ").replace("_", " ")
+    available = presets(image, frame)
+    for p in available:
+        if p.name.casefold() == wanted:
+            return p
+    names = ", ".join(p.name for p in available)
+    raise UsageError(f"no preset named '{name}' for this image; available: {names}")
+
+
+def default_voi(image: Image, frame: int = 0, *, auto_for_projection: bool = True) -> Voi:
+    """The file's first window or VOI LUT; else an automatic window for radiographs (when asked),
+    else the full range of modality values."""
+    mine = file_presets(image, frame)
+    if mine:
+        return mine[0].voi
+    if auto_for_projection and image.is_grey and image.modality_name in PROJECTION_MODALITIES:
+        return auto_window(image, frame)
+    return full_range_window(image, frame)
+
+
+def shows_inverted(image: Image, invert: bool) -> bool:
+    """MONOCHROME1 is shown inverted by default; the user's invert flips what is shown."""
+    return (image.photometric == "MONOCHROME1") != bool(invert)
+
+
+# -- the lookup table -------------------------------------------------------------------------
+
+def _palette_bits(image: Image) -> int:
+    desc = image.ds.get("RedPaletteColorLookupTableDescriptor")
+    return int(desc[2]) if desc else 8
+
+
+def _voi_unit(values: np.ndarray, image: Image, frame: int, voi: Voi) -> np.ndarray:
+    """Modality values -> 0..1 by a window or a VOI LUT."""
+    if isinstance(voi, Window):
+        return apply_window(values, voi)
+    attrs = image.frame_attributes(frame)
+    seq = attrs.get("VOILUTSequence") or []
+    if not 0 <= voi.index < len(seq):
+        raise UsageError(f"the image has no VOI LUT {voi.index + 1}")
+    item = seq[voi.index]
+    bits = int(item.LUTDescriptor[2])
+    out = apply_voi(np.asarray(values), attrs, index=voi.index).astype(np.float64)
+    top = float((1 << bits) - 1)
+    if out.size and out.max() > top:  # descriptors that understate the LUT's real depth
+        top = float((1 << int(math.ceil(math.log2(out.max() + 1)))) - 1)
+    return np.clip(out / top, 0.0, 1.0)
+
+
+def _to_uint8(unit: np.ndarray, inverted: bool) -> np.ndarray:
+    if inverted:
+        unit = 1.0 - unit
+    return np.rint(unit * 255.0).astype(np.uint8)
+
+
+@dataclass
+class Table:
+    """Stored value -> display value (uint8, or (N, 3) uint8 for colour).
+
+    Indexed by the stored value itself; signed data is indexed through its unsigned view, so a
+    lookup never needs an offset (an extra pass over the pixels)."""
+
+    table: np.ndarray
+    signed_view: np.dtype | None = None
+
+    def apply(self, stored: np.ndarray) -> np.ndarray:
+        if self.signed_view is not None:
+            stored = stored.view(self.signed_view)
+        return self.table[stored]
+
+
+def _domain(image: Image, frame: int) -> tuple[np.ndarray, np.dtype | None] | None:
+    """The stored values a table must cover, and the unsigned view that indexes it."""
+    if image.is_float:
+        return None
+    if image.is_color:
+        return (np.arange(1 << image.bits_allocated), None) if image.bits_allocated <= 16 else None
+    dtype = image.frame(frame).dtype
+    if dtype.kind == "i" and dtype.itemsize <= 2:
+        unsigned = np.dtype(f"u{dtype.itemsize}")
+        return np.arange(1 << (8 * dtype.itemsize), dtype=np.int64).astype(unsigned).view(dtype), unsigned
+    flo, fhi = _stored_minmax(image, frame)
+    top = max(int(fhi), image.stored_range[1])
+    if dtype.kind == "u" and dtype.itemsize <= 2:
+        return np.arange((1 << (8 * dtype.itemsize))), None
+    if flo >= 0 and fhi < LUT_DOMAIN_LIMIT:
+        return np.arange(min(top, LUT_DOMAIN_LIMIT - 1) + 1), None
+    return None
+
+
+def display_table(image: Image, frame: int, voi: Voi, invert: bool = False) -> Table | None:
+    """The stored-value table for a frame, or None where values must be computed directly."""
+    key = (_table_key_frame(image, frame), voi, shows_inverted(image, invert))
+    cache = image.__dict__.setdefault("_tables", {})
+    if key in cache:
+        return cache[key]
+    dom = _domain(image, frame)
+    if dom is None:
+        return None
+    domain, view = dom
+    if image.is_color:
+        values = domain
+    elif image.is_palette:
+        values = image.palette(domain.astype(np.uint16))
+    else:
+        values = image.modality(domain.astype(np.int64), frame)
+    table = Table(_to_uint8(_voi_unit(values, image, frame, voi), key[2]), view)
+    if len(cache) > 16:
+        cache.clear()
+    cache[key] = table
+    return table
+
+
+def _table_key_frame(image: Image, frame: int) -> int:
+    # Frames share a table unless enhanced functional groups give each its own values.
+    if image.frame_attributes(frame) is not image.ds or image.bits_allocated > 16:
+        return frame
+    return 0
+
+
+def to_display(image: Image, frame: int, stored: np.ndarray, voi: Voi, invert: bool = False) -> np.ndarray:
+    """Stored values (any shape) of `frame` -> display values, through the table when there is one."""
+    table = display_table(image, frame, voi, invert)
+    if table is not None:
+        return table.apply(stored)
+    values = image.modality(stored.astype(np.float64), frame)
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+    return _to_uint8(_voi_unit(values, image, frame, voi), shows_inverted(image, invert))
+
+
+# -- the region of a viewport -------------------------------------------------------------------
+
+Region = tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixel coordinates
+
+
+@lru_cache(maxsize=64)
+def _sample_indices(start: float, stop: float, count: int, limit: int) -> np.ndarray:
+    step = (stop - start) / count
+    idx = np.floor(start + (np.arange(count) + 0.5) * step).astype(np.intp)
+    return np.clip(idx, 0, limit - 1)
+
+
+def resample(arr: np.ndarray, region: Region, width: int, height: int) -> np.ndarray:
+    """Nearest-neighbour resample of region of arr (rows, cols[, 3]) to height x width."""
+    x0, y0, x1, y1 = region
+    rows, cols = arr.shape[:2]
+    if (x0, y0, x1, y1) == (0, 0, cols, rows) and (width, height) == (cols, rows):
+        return arr
+    r = _sample_indices(float(y0), float(y1), int(height), rows)
+    c = _sample_indices(float(x0), float(x1), int(width), cols)
+    sy, sx = (y1 - y0) / height, (x1 - x0) / width
+    if sy == int(sy) and sx == int(sx) and sy >= 1 and sx >= 1:  # a strided view, no copy
+        return arr[r[0]: r[-1] + 1: int(sy), c[0]: c[-1] + 1: int(sx)]
+    return arr.take(r, axis=0).take(c, axis=1)
+
+
+class Renderer:
+    """One viewport's pixels for one frame: resample on geometry changes, re-table on VOI changes."""
+
+    def __init__(self, image: Image, frame: int = 0):
+        self.image = image
+        self.frame = frame
+        self._sampled: np.ndarray | None = None
+        self._region_key = None
+
+    def set_region(self, region: Region, width: int, height: int) -> None:
+        key = (region, width, height)
+        if key != self._region_key:
+            self._sampled = resample(self.image.frame(self.frame), region, max(1, width), max(1, height))
+            self._region_key = key
+
+    def render(self, voi: Voi, invert: bool = False) -> np.ndarray:
+        if self._sampled is None:
+            h, w = self.image.rows, self.image.columns
+            self.set_region((0, 0, w, h), w, h)
+        return to_display(self.image, self.frame, self._sampled, voi, invert)
+
+
+def render(image: Image, frame: int, voi: Voi, *, invert: bool = False, longest_side: int | None = None) -> np.ndarray:
+    """The whole frame, at full resolution or scaled so its longest side is `longest_side`."""
+    h, w = image.rows, image.columns
+    if longest_side and longest_side > 0 and max(h, w) != longest_side:
+        scale = longest_side / max(h, w)
+        out_w, out_h = max(1, round(w * scale)), max(1, round(h * scale))
+    else:
+        out_w, out_h = w, h
+    renderer = Renderer(image, frame)
+    renderer.set_region((0, 0, w, h), out_w, out_h)
+    return np.ascontiguousarray(renderer.render(voi, invert))

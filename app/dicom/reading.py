@@ -1,0 +1,159 @@
+"""Open DICOM files or bytes, in full or header only, with errors a user can act on."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+import warnings
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from app.errors import NotDicomError, TruncatedFileError
+
+log = logging.getLogger(__name__)
+
+Source = str | os.PathLike | bytes
+
+_UNDEFINED = 0xFFFFFFFF
+_MAGIC = [
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"GIF8", "a GIF image"),
+    (b"\x1f\x8b", "a gzip archive"),
+]
+
+
+def describe_content(head: bytes) -> str | None:
+    """What a non-DICOM file looks like, judged by its first bytes."""
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page"
+    if text.startswith(b"<?xml") or text.startswith(b"<"):
+        return "an XML document"
+    if text.startswith((b"{", b"[")):
+        return "a JSON document"
+    return None
+
+
+def source_name(source: Source, name: str | None = None) -> str:
+    if name:
+        return name
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "the data"
+    return str(source)
+
+
+def read(source: Source, *, header_only: bool = False, name: str | None = None) -> Dataset:
+    """Read a Part 10 file (or a bare dataset without preamble) from a path or bytes.
+
+    header_only stops before the pixel data: what indexing needs, without reading the image.
+    """
+    label = source_name(source, name)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        size = len(data)
+        opener = lambda: io.BytesIO(data)  # noqa: E731
+    else:
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise NotDicomError(label, "file not found") from None
+        except OSError as exc:
+            raise NotDicomError(label, f"cannot be read ({exc.strerror or exc})") from None
+        if path.is_dir():
+            raise NotDicomError(label, "is a folder, not a file")
+        opener = lambda: open(path, "rb")  # noqa: E731
+    if size == 0:
+        raise NotDicomError(label, "the file is empty")
+
+    try:
+        with opener() as fp:
+            head = fp.read(132)
+            fp.seek(0)
+            ds = _parse(fp, label, head, size, header_only)
+    except PermissionError:
+        raise NotDicomError(label, "permission denied") from None
+    if not isinstance(source, (bytes, bytearray, memoryview)):
+        ds.filename = str(source)
+    return ds
+
+
+def _parse(fp, label: str, head: bytes, size: int, header_only: bool) -> Dataset:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            try:
+                ds = pydicom.dcmread(fp, stop_before_pixels=header_only)
+            except InvalidDicomError:
+                if len(head) >= 132 and head[128:132] == b"DICM":
+                    raise
+                what = describe_content(head)
+                if what:
+                    raise NotDicomError(label, f"not a DICOM file (it is {what})") from None
+                fp.seek(0)
+                ds = _read_bare(fp, label)
+        except (NotDicomError, TruncatedFileError):
+            raise
+        except (EOFError, struct.error) as exc:
+            log.info("truncated %s: %s", label, exc)
+            raise TruncatedFileError(label, "the file is truncated (it ends in the middle of the header)") from None
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged headers
+            log.info("unreadable %s", label, exc_info=True)
+            raise NotDicomError(label, f"not a readable DICOM file ({_short(exc)})") from None
+    for warning in caught:
+        if "End of file reached" in str(warning.message):
+            raise TruncatedFileError(label, "the file is truncated (the image data ends early)")
+    _check_complete(ds, label, size, header_only)
+    return ds
+
+
+def _read_bare(fp, label: str) -> Dataset:
+    """A dataset without preamble and file meta: accepted only when it really looks like one."""
+    ds = pydicom.dcmread(fp, force=True)
+    tags = list(ds.keys())
+    if not tags or tags[0].group not in (0x0002, 0x0008) or "SOPClassUID" not in ds:
+        raise NotDicomError(label, "not a DICOM file")
+    try:
+        uid = str(ds.SOPClassUID)
+    except Exception:  # noqa: BLE001
+        raise NotDicomError(label, "not a DICOM file") from None
+    if not pydicom.uid.UID(uid).is_valid:
+        raise NotDicomError(label, "not a DICOM file")
+    return ds
+
+
+def _check_complete(ds: Dataset, label: str, size: int, header_only: bool) -> None:
+    """pydicom stops quietly at the end of a short file; find out whether it ended mid-element."""
+    if not len(ds):
+        raise TruncatedFileError(label, "the file is truncated (no data set after the file header)")
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return  # offsets are positions in the inflated stream, not in the file
+    last = ds.get_item(list(ds.keys())[-1])
+    if last is None:
+        return
+    tell = getattr(last, "value_tell", None)
+    length = getattr(last, "length", None)
+    if tell is None or length is None or length == _UNDEFINED:
+        return
+    end = tell + length
+    if end > size:
+        raise TruncatedFileError(label, f"the file is truncated ({size} bytes; {end} expected)")
+    if not header_only and 0 < size - end < 8:
+        raise TruncatedFileError(label, "the file is truncated (it ends inside an element header)")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]

@@ -1,0 +1,1 @@
+"""Calibrated geometry on image coordinates. No Qt here."""

@@ -1,0 +1,52 @@
+"""Where Lightbox keeps its files. LIGHTBOX_HOME moves all of them under one folder."""
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP = "Lightbox"
+
+
+def _home() -> Path | None:
+    home = os.environ.get("LIGHTBOX_HOME")
+    return Path(home).expanduser() if home else None
+
+
+def _dir(kind: str) -> Path:
+    home = _home()
+    if home is not None:
+        path = home / kind
+    else:
+        path = Path(getattr(platformdirs, f"user_{kind}_dir")(APP, appauthor=False))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def config_dir() -> Path:
+    return _dir("config")
+
+
+def data_dir() -> Path:
+    return _dir("data")
+
+
+def cache_dir() -> Path:
+    return _dir("cache")
+
+
+def log_dir() -> Path:
+    return _dir("log")
+
+
+def resources_dir() -> Path:
+    """Icons, stylesheet and the sample study: beside the package, or inside a frozen bundle."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "resources", here / "resources"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "resources"
+
+
+def sample_study() -> Path:
+    return resources_dir() / "sample"
