@@ -81,7 +81,7 @@ def _print_json(data) -> None:
 
 def cmd_info(args) -> int:
     from app.dicom.reading import read
-    from app.dicom.summary import summary
+    from app.dicom.summary import format_date, summary
 
     info = summary(read(args.file, header_only=True))
     if args.json:
@@ -97,8 +97,8 @@ def cmd_info(args) -> int:
     if p["sex"]:
         patient.append(f"sex {p['sex']}")
     if p["birth_date"]:
-        patient.append(f"born {_date(p['birth_date'])}")
-    study = [x for x in (_date(st["date"]), st["description"]) if x]
+        patient.append(f"born {format_date(p['birth_date'])}")
+    study = [x for x in (format_date(st["date"]), st["description"]) if x]
     if st["accession"]:
         study.append(f"accession {st['accession']}")
     series = [x for x in (se["modality"], f"#{se['number']}" if se["number"] is not None else "", se["description"]) if x]
@@ -127,11 +127,6 @@ def cmd_info(args) -> int:
     for label, text in lines:
         print(f"{label:<9} {text}")
     return 0
-
-
-def _date(value: str) -> str:
-    v = (value or "").strip()
-    return f"{v[:4]}-{v[4:6]}-{v[6:8]}" if len(v) == 8 and v.isdigit() else v
 
 
 # -- render -------------------------------------------------------------------------------------

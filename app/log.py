@@ -14,7 +14,7 @@ _SECRET_PATTERNS = [
         r"api_key|apikey|key|password|pass|secret)=)[^&#\s'\"]*"
     ),
     re.compile(r"(?i)(authorization\s*[:=]\s*(?:bearer|basic|token)?\s*)[^\s'\",}]+"),
-    re.compile(r"(?i)(\b(?:password|passwd|secret|token)\b\s*[:=]\s*)[^\s'\",}&]+"),
+    re.compile(r"(?i)((?<![/\\.\w-])(?:password|passwd|secret|token)\s*[:=]\s*)[^\s'\",}&]+"),
     re.compile(r"(?i)(https?://[^/\s:@]+:)[^@\s/]+(@)"),
 ]
 

@@ -53,3 +53,9 @@ def summary(ds: Dataset) -> dict:
             "spacing_source": spacing.source if spacing else None,
         },
     }
+
+
+def format_date(value: str) -> str:
+    """DICOM's YYYYMMDD as YYYY-MM-DD; anything else as it is."""
+    v = (value or "").strip()
+    return f"{v[:4]}-{v[4:6]}-{v[6:8]}" if len(v) == 8 and v.isdigit() else v

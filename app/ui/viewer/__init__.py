@@ -1,0 +1,1 @@
+"""The image viewer: viewports, tools, overlays."""
