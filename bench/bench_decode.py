@@ -48,7 +48,7 @@ def run() -> list[dict]:
             total = median_of([s["total"] for s in stages]) * 1e3
             pgm = dcmtk.get("pgm")
             out.append(result(
-                f"decode + first render in process, {label} -> {VIEWPORT}px viewport QImage "
+                f"in-process decode + first render, {label} ({VIEWPORT}px viewport) "
                 f"vs dcmj2pnm uncompressed -> PGM whole process", total, "ms",
                 peer=pgm and "dcmj2pnm +Wi 1 (uncompressed) -> PGM, whole process", peer_value=pgm,
                 ratio_at_most=1.0))

@@ -48,8 +48,9 @@ def run_process(cmd: list[str], *, env: dict | None = None, timeout: float = 60.
         raise ProcessFailed(f"no exit within {timeout:g} s") from None
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
-        lines = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
-        raise ProcessFailed(f"exit {done.returncode}: {lines[-1] if lines else 'no output'}")
+        lines = (done.stderr + done.stdout).decode(errors="replace").strip().splitlines()
+        errors = [line for line in lines if "error" in line.lower()] or lines or ["no output"]
+        raise ProcessFailed(f"exit {done.returncode}: {errors[-1].strip()}")
     return elapsed
 
 

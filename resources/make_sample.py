@@ -138,6 +138,21 @@ def blur(img, kernel=(1, 6, 15, 20, 15, 6, 1)):
     return img
 
 
+def box_blur(img, radius, passes=2):
+    """Wide, cheap blur: repeated running means via cumulative sums."""
+    n = 2 * radius + 1
+    for axis in (0, 1):
+        for _ in range(passes):
+            pad = [(radius + 1, radius) if a == axis else (0, 0) for a in (0, 1)]
+            c = np.cumsum(np.pad(img, pad, mode="edge"), axis=axis)
+            m = img.shape[axis]
+            if axis == 0:
+                img = (c[n : n + m] - c[:m]) / n
+            else:
+                img = (c[:, n : n + m] - c[:, :m]) / n
+    return img
+
+
 # --- DX: stylised lateral thorax, cranial to the left, dorsal at the top ----
 
 DX_ROWS, DX_COLS = 1400, 1800
@@ -160,10 +175,10 @@ def sternum_line(x):
     return 1150 - 0.00012 * (x - 800) ** 2
 
 
-HEART = dict(cx=830, cy=860, rx=280, ry=178, angle=58)
-TRACHEA = [(-20, 700), (300, 665), (560, 615), (790, 580), (880, 615)]
-AORTA = [(720, 610), (760, 520), (880, 485), (1200, 490), (1520, 510)]
-CAVA = [(1040, 830), (1240, 790)]
+HEART = dict(cx=840, cy=850, rx=285, ry=185, angle=58)
+TRACHEA = [(-20, 700), (300, 665), (560, 615), (800, 585)]
+AORTA = [(730, 600), (770, 520), (880, 488), (1200, 495), (1560, 515)]
+CAVA = [(1050, 830), (1260, 800)]
 
 
 def vertebrae():
@@ -183,46 +198,48 @@ def body_thickness(x, y):
     return dome(s * s)
 
 
-def lung_fraction(x, y):
-    """1 where the beam crosses both lungs, less over heart and mediastinum."""
-    t = np.clip((y - 440) / 760, 0.0, 1.0)
-    diaphragm = 1490 - 280 * t - 560 * t * (1 - t)  # dome bulges cranially
-    inlet = 430 + 0.12 * (y - 440)
-    lung = ((x > inlet) & (x < diaphragm) & (y > spine_line(x) + 55)
-            & (y < sternum_line(x) - 30))
-    lung &= ellipse(x, y, 950, 820, 800, 520) <= 1.0  # round the corners
-    frac = lung.astype(float)
-    frac[ellipse(x, y, **HEART) <= 1.0] *= 0.2
-    for points, r in ((TRACHEA, 60), (AORTA, 30), (CAVA, 22)):
-        sl, mask = path_mask(frac.shape, points, r, r)
-        frac[sl][np.broadcast_to(mask, frac[sl].shape)] = 0.0
-    return frac
+def lung_depth(x, y):
+    """Relative amount of lung along the beam: an ellipsoidal chest cavity cut
+    by the diaphragm, with less lung over the heart and great vessels."""
+    lung = np.sqrt(dome(ellipse(x, y, 920, 795, 560, 340)))
+    lung = lung * ((x - 1800) ** 2 + (y - 1150) ** 2 > 620**2)  # diaphragm
+    heart = ellipse(x, y, **HEART)
+    lung = lung * np.where(heart <= 1, 0.45 - 0.35 * dome(heart), 1.0)
+    for points, r0, r1 in ((AORTA, 28, 28), (CAVA, 22, 15)):
+        sl, mask = path_mask(lung.shape, points, r0, r1)
+        lung[sl] *= np.where(mask, 0.5, 1.0)
+    return lung
 
 
-def draw_soft_tissue(img):
+def draw_soft_tissue(img, rng):
     x, y = grid(img.shape)
     thick = body_thickness(x, y)
-    img += 1650 * thick - 1050 * thick * lung_fraction(x, y)
-    sl, mask = path_mask(img.shape, TRACHEA, 26, 22)
-    img[sl] -= 520 * thick[sl] * mask
-    add_ellipse(img, 1560, 600, 95, 65, -700, profile=True)  # gastric gas
-    add_ellipse(img, 1700, 820, 50, 30, -350, profile=True)  # bowel gas
-    add_ellipse(img, 1640, 950, 40, 28, -300, profile=True)
+    lung = lung_depth(x, y)
+    img += 1650 * thick - 1150 * thick * lung
+    draw_vessels(img, lung, rng)
+    sl, mask = path_mask(img.shape, TRACHEA, 24, 20)
+    img[sl] -= 380 * thick[sl] * mask
+    add_ellipse(img, 1560, 600, 95, 65, -600, profile=True)  # gastric gas
+    add_ellipse(img, 1700, 820, 50, 30, -300, profile=True)  # bowel gas
+    add_ellipse(img, 1640, 950, 40, 28, -260, profile=True)
 
 
-def draw_vessels(img, rng):
-    """Pulmonary vessels fanning out from the hilum, with one branch each."""
-    hilum = (800, 620)
-    angles = list(rng.uniform(160, 215, 6)) + list(rng.uniform(-40, 25, 8))
+def draw_vessels(img, lung, rng):
+    """Faint pulmonary vessels fanning out from the hilum, seen only in lung."""
+    hilum = (810, 640)
+    angles = list(rng.uniform(165, 215, 5)) + list(rng.uniform(-40, 15, 7))
+    vessels = np.zeros_like(img)
     for a in angles:
-        length = rng.uniform(260, 460)
+        length = rng.uniform(300, 480)
         c, s = math.cos(math.radians(a)), math.sin(math.radians(a))
         mid = (hilum[0] + 0.45 * length * c, hilum[1] + 0.45 * length * s)
         end = (hilum[0] + length * c, hilum[1] + length * s)
-        add_path(img, [hilum, mid, end], 9, 3, 170)
-        b = math.radians(a + rng.choice([-28.0, 28.0]))
+        b = math.radians(a + rng.choice([-25.0, 25.0]))
         tip = (mid[0] + 0.4 * length * math.cos(b), mid[1] + 0.4 * length * math.sin(b))
-        add_path(img, [mid, tip], 6, 2, 150)
+        for points, r0, r1 in (([hilum, mid, end], 9, 2), ([mid, tip], 5, 2)):
+            sl, mask = path_mask(img.shape, points, r0, r1)
+            vessels[sl] = np.maximum(vessels[sl], mask)
+    img += 90 * vessels * np.minimum(lung * 2, 1.0)
 
 
 def draw_spine(img):
@@ -230,33 +247,34 @@ def draw_spine(img):
         cy = spine_line(cx)
         angle = math.degrees(math.atan(0.00018 * (cx - 1000)))
         half_h = {"C": 34, "T": 38, "L": 40}[kind]
-        add_block(img, cx, cy, length / 2, half_h, 1250, angle)  # cortex
-        add_block(img, cx, cy, length / 2 - 9, half_h - 9, -420, angle)
-        arch_y = cy - half_h - 40
-        add_path(img, [(cx - 0.38 * length, arch_y), (cx + 0.38 * length, arch_y)],
-                 13, 13, 650)
+        add_block(img, cx, cy, length / 2, half_h, 950, angle)  # cortex
+        add_block(img, cx, cy, length / 2 - 7, half_h - 7, -230, angle)
+        arch_y = cy - half_h - 26
+        add_block(img, cx + 4, arch_y, 0.42 * length, 18, 520, angle)  # arch
         if kind == "T":
             height, lean = 100 - 3.5 * i, 30 - 3 * i
         else:
-            height, lean = (25, 0) if kind == "C" else (55, -20)
-        top = (cx + lean, arch_y - height)
-        add_path(img, [(cx, arch_y - 10), top], 10, 7, 650)
+            height, lean = (20, 0) if kind == "C" else (55, -20)
+        add_path(img, [(cx, arch_y - 16), (cx + lean, arch_y - 16 - height)],
+                 12, 8, 420)
 
 
 def draw_ribs(img):
     thoracic = [(cx, length) for kind, _, cx, length in vertebrae() if kind == "T"]
     for k, (cx, length) in enumerate(thoracic):
         x0 = cx + 0.35 * length
-        y0 = spine_line(x0) + 20
+        y0 = spine_line(x0) + 25
         sternal = k < 9
-        reach = 210 + 12 * k
-        y1 = sternum_line(x0 + 0.5 * reach) - 5 if sternal else 1000 - 55 * (k - 9)
-        # the two sides, slightly offset and magnified differently
-        for dx, dy, scale, value in ((0, 0, 1.0, 420), (16, 10, 1.06, 380)):
+        reach = 460 + 6 * k
+        y1 = sternum_line(x0 + 0.5 * reach) - 5 if sternal else 1010 - 60 * (k - 9)
+        end = 0.74 if sternal else 1.0
+        # near side, then the far side: offset, magnified and fainter
+        for dx, dy, scale, value in ((0, 0, 1.0, 1.0), (22, 12, 1.08, 0.7)):
             rib = (x0 + dx, y0 + dy, y1 + dy, reach * scale)
-            draw_rib(img, rib, 0.0, 0.74 if sternal else 1.0, 11, value)
+            draw_rib(img, rib, 0.0, end, 9 * scale, 190 * value)
+            draw_rib(img, rib, 0.0, end, 4 * scale, -70 * value)  # marrow
             if sternal:
-                draw_rib(img, rib, 0.74, 1.0, 9, 130)  # costal cartilage
+                draw_rib(img, rib, end, 1.0, 8, 60 * value)  # costal cartilage
 
 
 def draw_rib(img, rib, t0, t1, radius, value):
@@ -268,28 +286,30 @@ def draw_rib(img, rib, t0, t1, radius, value):
     centre = x0 + reach * (1.6 * t - 1.1 * t * t)
     slope = reach * (1.6 - 2.2 * t) / (y1 - y0)
     half = radius * np.sqrt(1 + slope * slope)
-    img[sl] += value * ((np.abs(x - centre) <= half) & (t >= t0) & (t <= t1))
+    fade = np.clip((t1 - t) / 0.06, 0.5, 1.0) if t1 < 1 else 1.0  # rib end
+    img[sl] += value * fade * ((np.abs(x - centre) <= half) & (t >= t0) & (t <= t1))
 
 
 def draw_sternum(img):
     for k in range(8):
         cx = 476 + 94 * k
-        add_block(img, cx, sternum_line(cx), 36, 22, 950)
-        add_block(img, cx, sternum_line(cx), 28, 15, -300)
-    add_path(img, [(1204, sternum_line(1204)), (1320, sternum_line(1204) + 15)],
-             10, 7, 250)  # xiphoid cartilage
+        add_block(img, cx, sternum_line(cx), 36, 22, 850)
+        add_block(img, cx, sternum_line(cx), 29, 15, -250)
+    y = sternum_line(1204)
+    add_path(img, [(1204, y), (1320, y + 15)], 10, 7, 200)  # xiphoid cartilage
 
 
-def draw_forelimbs(img):
-    for dx, dy, w in ((0, 0, 1.0), (45, 25, 0.85)):
-        add_limb(img, (470 + dx, 900 + dy), (140 + dx, 1460 + dy), 150, 120, 700 * w)
-        head = (525 + dx, 785 + dy)
-        add_ellipse(img, *head, 48, 48, 950 * w)
-        shaft = [(505 + dx, 835 + dy), (270 + dx, 1330 + dy)]
-        add_path(img, shaft, 30, 25, 1000 * w)
-        add_path(img, shaft, 18, 14, -350 * w)  # medullary cavity
-    add_ellipse(img, 600, 560, 75, 230, 300, angle=-18)  # scapula
-    add_path(img, [(540, 760), (660, 345)], 8, 8, 260)  # scapular spine
+def draw_forelimbs(soft, img):
+    for dx, dy, w in ((0, 0, 1.0), (70, 30, 0.7)):
+        add_limb(soft, (470 + dx, 900 + dy), (200 + dx, 1460 + dy), 150, 120, 450 * w)
+        add_ellipse(img, 520 + dx, 790 + dy, 52, 48, 650 * w)  # humeral head
+        shaft = [(500 + dx, 840 + dy), (340 + dx, 1250 + dy)]
+        add_path(img, shaft, 34, 28, 650 * w)
+        add_path(img, shaft, 20, 16, -220 * w)  # medullary cavity
+        forearm = [(335 + dx, 1265 + dy), (380 + dx, 1460 + dy)]
+        add_path(img, forearm, 24, 20, 600 * w)  # radius and ulna
+    add_ellipse(img, 600, 560, 75, 230, 220, angle=-18)  # scapula
+    add_path(img, [(540, 760), (660, 345)], 8, 8, 200)  # scapular spine
 
 
 def draw_markers(img):
@@ -304,18 +324,18 @@ def draw_markers(img):
 
 def dx_pixels() -> np.ndarray:
     rng = np.random.default_rng(SEED)
-    img = np.full((DX_ROWS, DX_COLS), AIR)
-    draw_soft_tissue(img)
-    draw_vessels(img, rng)
-    draw_spine(img)
-    draw_ribs(img)
-    draw_sternum(img)
-    draw_forelimbs(img)
-    draw_markers(img)
-    img = blur(img)
-    # mild quantum-like noise: integer, triangular, a bit more in the body
-    noise = rng.integers(-4, 5, img.shape) + rng.integers(-4, 5, img.shape)
-    img += noise * np.where(img > AIR + 40, 1.5, 0.5)
+    soft = np.full((DX_ROWS, DX_COLS), AIR)
+    draw_soft_tissue(soft, rng)
+    bone = np.zeros_like(soft)
+    draw_spine(bone)
+    draw_ribs(bone)
+    draw_sternum(bone)
+    draw_forelimbs(soft, bone)
+    draw_markers(bone)
+    img = box_blur(soft, 3) + blur(bone)  # soft tissue is less sharp than bone
+    # mild quantum-like noise: integer and triangular, only in the patient
+    noise = rng.integers(-7, 8, img.shape) + rng.integers(-7, 8, img.shape)
+    img += noise * (img > AIR + 40)
     return np.rint(np.clip(img, 0, 4095)).astype(np.uint16)
 
 
@@ -337,12 +357,13 @@ def ct_slice(i: int) -> np.ndarray:
 
     paint(ellipse(x, y, 128, 130, 94, 110) <= 1, -100)  # subcutaneous fat
     paint(ellipse(x, y, 128, 130, 88, 104) <= 1, 40)  # muscle
-    cavity = ellipse(x, y, 128, 116, 70 * f, 76 * f)
-    paint(cavity <= 1, -800)
-    draw_ct_ribs(paint, x, y, i, f)
-    paint((cavity <= 1) & (np.abs(x - 128) < 10) & (y > 40), 40)  # mediastinum
+    lung = ellipse(x, y, 128, 116, 70 * f, 76 * f) <= 1
+    lung &= (np.abs(x - 128) > 4) & ((np.abs(x - 128) > 12) | (y < 120))
+    paint(lung, -800)
+    for cx, cy, r in ct_vessels(u):
+        paint(lung & (ellipse(x, y, cx, cy, r, r) <= 1), 40)
     if u > 0.7:  # liver rising into the diaphragmatic dome
-        r = 75 * (u - 0.7) / 0.3
+        r = 62 * (u - 0.7) / 0.3
         paint(ellipse(x, y, 128, 112, r, 0.9 * r) <= 1, 60)
     if 0.2 < u < 0.75:
         h = math.sin(math.pi * (u - 0.2) / 0.55)
@@ -354,8 +375,19 @@ def ct_slice(i: int) -> np.ndarray:
     elif u < 0.5:
         for bx in (117, 139):
             paint(ellipse(x, y, bx, 153, 5, 5) <= 1, -1000)  # main bronchi
+    draw_ct_ribs(paint, x, y, i, f)
     draw_ct_spine(paint, x, y, i)
     return blur(hu, (1, 2, 1))
+
+
+def ct_vessels(u: float):
+    """(x, y, radius) of pulmonary vessels; each drifts a little with depth."""
+    rng = np.random.default_rng(SEED + 1)
+    for k in range(16):
+        side = -38 if k % 2 else 38
+        x0, y0 = 128 + side + rng.uniform(-22, 22), 116 + rng.uniform(-45, 45)
+        dx, dy = rng.uniform(-15, 15, 2)
+        yield x0 + dx * u, y0 + dy * u, rng.uniform(1.5, 3.0)
 
 
 def draw_ct_ribs(paint, x, y, i, f):
@@ -475,10 +507,10 @@ def dx_dataset() -> Dataset:
     ds.PixelSpacingCalibrationType = "GEOMETRY"
     set_image_pixel(ds, DX_ROWS, DX_COLS, 12, signed=False)
     ds.PixelIntensityRelationship = "LOG"
-    ds.PixelIntensityRelationshipSign = 1
+    ds.PixelIntensityRelationshipSign = -1  # bone (less beam) is bright
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "US"
-    ds.WindowCenter = ["1500", "2500"]
-    ds.WindowWidth = ["2600", "1800"]
+    ds.WindowCenter = ["1450", "2000"]
+    ds.WindowWidth = ["2000", "3000"]
     ds.WindowCenterWidthExplanation = ["SOFT TISSUE", "BONE"]
     ds.PresentationLUTShape = "IDENTITY"
     ds.LossyImageCompression = "00"

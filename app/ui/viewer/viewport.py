@@ -332,8 +332,9 @@ class Viewport(QWidget):
     @staticmethod
     def _text(painter: QPainter, box: QRectF, align, lines, color=QColor(235, 235, 235)) -> None:
         text = "\n".join(lines)
-        painter.setPen(QColor(0, 0, 0, 200))
-        painter.drawText(box.translated(1, 1), int(align), text)
+        painter.setPen(QColor(0, 0, 0, 220))  # a dark outline keeps text readable over bone
+        for dx, dy in ((1, 1), (-1, -1), (1, -1), (-1, 1)):
+            painter.drawText(box.translated(dx, dy), int(align), text)
         painter.setPen(color)
         painter.drawText(box, int(align), text)
 
