@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from app import log as logfile
 
+    for stream in (sys.stdout, sys.stderr):  # a narrow console encoding must not break output
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+    if "--json" in argv and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8")
+    argv = _negative_values(argv)
+
     logfile.setup()
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
         argv = ["view", *argv]  # lightbox FILE... opens the viewer
@@ -71,6 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("unexpected failure in %s", args.command)
         print(f"error: unexpected failure ({type(exc).__name__}); details are in {logfile.log_file()}", file=sys.stderr)
         return 1
+
+
+def _negative_values(argv: list[str]) -> list[str]:
+    """Let '--window -600,1500' through: argparse would take '-600,1500' for an option."""
+    out = []
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1] == "--window" and arg[:1] == "-" and arg[1:2].isdigit():
+            out[-1] = f"--window={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def _print_json(data) -> None:

@@ -49,6 +49,11 @@ def setup(level: int = logging.INFO) -> None:
     root = logging.getLogger("app")
     root.setLevel(level)
     root.addHandler(handler)
+    # Library warnings (pydicom's about odd values) belong in the log, not on the terminal.
+    logging.captureWarnings(True)
+    warnings_log = logging.getLogger("py.warnings")
+    warnings_log.addHandler(handler)
+    warnings_log.propagate = False
 
 
 def log_file():

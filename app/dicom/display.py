@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from pydicom.pixels import apply_voi
 
 from app.dicom.pixels import LUT_DOMAIN_LIMIT, Image
 from app.errors import PixelDataError, UsageError
@@ -137,6 +136,8 @@ def frame_range(image: Image, frame: int = 0) -> tuple[float, float]:
     lo, hi = _stored_minmax(image, frame)
     if image.is_float:
         m = image.modality(np.array([lo, hi], dtype=np.float64), frame)
+    elif "ModalityLUTSequence" in image.frame_attributes(frame):  # a LUT need not be monotonic
+        m = image.modality(np.arange(int(lo), int(hi) + 1, dtype=np.int64), frame)
     else:
         m = image.modality(np.array([lo, hi], dtype=np.int64), frame)
     return float(np.min(m)), float(np.max(m))
@@ -240,13 +241,28 @@ def _voi_unit(values: np.ndarray, image: Image, frame: int, voi: Voi) -> np.ndar
     seq = attrs.get("VOILUTSequence") or []
     if not 0 <= voi.index < len(seq):
         raise UsageError(f"the image has no VOI LUT {voi.index + 1}")
-    item = seq[voi.index]
-    bits = int(item.LUTDescriptor[2])
-    out = apply_voi(np.asarray(values), attrs, index=voi.index).astype(np.float64)
+    return _voi_lut_lookup(values, seq[voi.index], attrs)
+
+
+def _voi_lut_lookup(values: np.ndarray, item, attrs) -> np.ndarray:
+    """A VOI LUT item applied to modality values, as 0..1 (PS3.3 C.11.2.1.1): values below the
+    first mapped value take the first entry, values beyond the table the last."""
+    n, first, bits = (int(v) for v in item.LUTDescriptor)
+    n = n or 65536
+    data = item.LUTData
+    if isinstance(data, (bytes, bytearray)):  # OW: 16-bit words in the dataset's byte order
+        little = getattr(attrs, "original_encoding", (None, True))[1] is not False
+        lut = np.frombuffer(data, dtype="<u2" if little else ">u2")
+    else:
+        lut = np.asarray(data if isinstance(data, (list, tuple)) else [data])
+    lut = lut[:n].astype(np.float64)
+    if first >= 32768 and first > n:  # US descriptor holding a negative (SS) first value
+        first -= 65536
+    idx = np.clip(np.floor(np.asarray(values, dtype=np.float64)) - first, 0, len(lut) - 1).astype(np.intp)
     top = float((1 << bits) - 1)
-    if out.size and out.max() > top:  # descriptors that understate the LUT's real depth
-        top = float((1 << int(math.ceil(math.log2(out.max() + 1)))) - 1)
-    return np.clip(out / top, 0.0, 1.0)
+    if lut.size and lut.max() > top:  # descriptors that understate the LUT's real depth
+        top = float((1 << int(math.ceil(math.log2(lut.max() + 1)))) - 1)
+    return np.clip(lut[idx] / top, 0.0, 1.0)
 
 
 def _to_uint8(unit: np.ndarray, inverted: bool) -> np.ndarray:
@@ -351,7 +367,8 @@ def resample(arr: np.ndarray, region: Region, width: int, height: int) -> np.nda
     r = _sample_indices(float(y0), float(y1), int(height), rows)
     c = _sample_indices(float(x0), float(x1), int(width), cols)
     sy, sx = (y1 - y0) / height, (x1 - x0) / width
-    if sy == int(sy) and sx == int(sx) and sy >= 1 and sx >= 1:  # a strided view, no copy
+    inside = x0 >= 0 and y0 >= 0 and x1 <= cols and y1 <= rows
+    if inside and sy == int(sy) and sx == int(sx) and sy >= 1 and sx >= 1:  # a strided view, no copy
         return arr[r[0]: r[-1] + 1: int(sy), c[0]: c[-1] + 1: int(sx)]
     return arr.take(r, axis=0).take(c, axis=1)
 

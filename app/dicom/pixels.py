@@ -62,6 +62,9 @@ class Image:
             what = f"it is a {sop} object without pixel data" if sop else "there is no pixel data"
             raise NoPixelDataError(self.label, f"contains no image ({what})")
         self.pixel_keyword = keyword
+        missing = [k for k in ("Rows", "Columns", "BitsAllocated") if ds.get(k) in (None, "")]
+        if missing:
+            raise PixelDataError(self.label, f"the image description is incomplete ({', '.join(missing)} missing)")
         try:
             self.rows = int(ds.Rows)
             self.columns = int(ds.Columns)
@@ -71,7 +74,7 @@ class Image:
             self.signed = int(ds.get("PixelRepresentation") or 0) == 1
             self.frames = int(ds.get("NumberOfFrames") or 1)
         except (AttributeError, TypeError, ValueError) as exc:
-            raise PixelDataError(self.label, f"the image description is incomplete or invalid ({exc})") from None
+            raise PixelDataError(self.label, f"the image description is invalid ({_first_line(exc)})") from None
         if self.rows < 1 or self.columns < 1 or self.frames < 1:
             raise PixelDataError(self.label, "the image has no rows, columns or frames")
         self.photometric = str(ds.get("PhotometricInterpretation") or ("MONOCHROME2" if self.samples == 1 else "RGB"))

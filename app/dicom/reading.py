@@ -102,7 +102,7 @@ def _parse(fp, label: str, head: bytes, size: int, header_only: bool) -> Dataset
                 if what:
                     raise NotDicomError(label, f"not a DICOM file (it is {what})") from None
                 fp.seek(0)
-                ds = _read_bare(fp, label)
+                ds = _read_bare(fp, label, header_only)
         except (NotDicomError, TruncatedFileError):
             raise
         except (EOFError, struct.error) as exc:
@@ -118,9 +118,9 @@ def _parse(fp, label: str, head: bytes, size: int, header_only: bool) -> Dataset
     return ds
 
 
-def _read_bare(fp, label: str) -> Dataset:
+def _read_bare(fp, label: str, header_only: bool) -> Dataset:
     """A dataset without preamble and file meta: accepted only when it really looks like one."""
-    ds = pydicom.dcmread(fp, force=True)
+    ds = pydicom.dcmread(fp, force=True, stop_before_pixels=header_only)
     tags = list(ds.keys())
     if not tags or tags[0].group not in (0x0002, 0x0008) or "SOPClassUID" not in ds:
         raise NotDicomError(label, "not a DICOM file")
@@ -130,6 +130,12 @@ def _read_bare(fp, label: str) -> Dataset:
         raise NotDicomError(label, "not a DICOM file") from None
     if not pydicom.uid.UID(uid).is_valid:
         raise NotDicomError(label, "not a DICOM file")
+    if "TransferSyntaxUID" not in ds.file_meta:  # record how it was encoded, for the decoders
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (
+            pydicom.uid.ImplicitVRLittleEndian if implicit
+            else pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
+        )
     return ds
 
 

@@ -19,7 +19,7 @@ from app.dicom import display
 from app.dicom.pixels import Image
 from app.dicom.reading import read
 from app.errors import LightboxError
-from helpers import PYDICOM_TEST_FILES
+from tests.unit.helpers import PYDICOM_TEST_FILES
 
 FILES = sorted(p.relative_to(PYDICOM_TEST_FILES).as_posix() for p in PYDICOM_TEST_FILES.rglob("*") if p.is_file())
 SMALL_MULTIFRAME = 1_000_000  # samples; larger multi-frame files are checked at first, middle and last frame
