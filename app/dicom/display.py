@@ -131,9 +131,9 @@ def file_presets(image: Image, frame: int = 0) -> list[Preset]:
     return out
 
 
-def frame_range(image: Image, frame: int = 0) -> tuple[float, float]:
-    """Smallest and largest modality value in a frame."""
-    lo, hi = _stored_minmax(image, frame)
+def frame_range(image: Image, frame: int = 0, pixels: np.ndarray | None = None) -> tuple[float, float]:
+    """Smallest and largest modality value in a frame (or in `pixels`, a preview of it)."""
+    lo, hi = _stored_minmax(image, frame) if pixels is None else (pixels.min().item(), pixels.max().item())
     if image.is_float:
         m = image.modality(np.array([lo, hi], dtype=np.float64), frame)
     elif "ModalityLUTSequence" in image.frame_attributes(frame):  # a LUT need not be monotonic
@@ -157,13 +157,13 @@ def _stored_minmax(image: Image, frame: int) -> tuple[float, float]:
     return cache[frame]
 
 
-def full_range_window(image: Image, frame: int = 0) -> Window:
+def full_range_window(image: Image, frame: int = 0, pixels: np.ndarray | None = None) -> Window:
     if image.is_color:
         top = float((1 << min(image.bits_stored, 32)) - 1)
         return Window(top / 2 + 0.5, top + 1)
     if image.is_palette:
         return Window(32767.5 + 0.5, 65536) if _palette_bits(image) > 8 else Window(128, 256)
-    lo, hi = frame_range(image, frame)
+    lo, hi = frame_range(image, frame, pixels)
     if hi <= lo:
         return Window(lo + 0.5, 1)
     if image.is_float:
@@ -171,21 +171,22 @@ def full_range_window(image: Image, frame: int = 0) -> Window:
     return Window((lo + hi) / 2 + 0.5, hi - lo + 1)
 
 
-def auto_window(image: Image, frame: int = 0, low: float = 1.0, high: float = 99.5) -> Window:
+def auto_window(image: Image, frame: int = 0, low: float = 1.0, high: float = 99.5,
+                pixels: np.ndarray | None = None) -> Window:
     """A window from robust percentiles of the frame's modality values (for radiographs)."""
     if not image.is_grey:
-        return full_range_window(image, frame)
-    arr = image.frame(frame)
+        return full_range_window(image, frame, pixels)
+    arr = image.frame(frame) if pixels is None else pixels
     step = max(1, int(math.sqrt(arr.size / 262_144)))
     sample = arr[::step, ::step]
     values = image.modality(sample.astype(np.float64) if image.is_float else sample, frame)
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:
-        return full_range_window(image, frame)
+        return full_range_window(image, frame, pixels)
     a, b = np.percentile(values, [low, high])
     if b <= a:
-        return full_range_window(image, frame)
+        return full_range_window(image, frame, pixels)
     return Window((a + b) / 2, b - a, "LINEAR_EXACT")
 
 
@@ -210,15 +211,16 @@ def find_preset(image: Image, name: str, frame: int = 0) -> Preset:
     raise UsageError(f"no preset named '{name}' for this image; available: {names}")
 
 
-def default_voi(image: Image, frame: int = 0, *, auto_for_projection: bool = True) -> Voi:
+def default_voi(image: Image, frame: int = 0, *, auto_for_projection: bool = True,
+                pixels: np.ndarray | None = None) -> Voi:
     """The file's first window or VOI LUT; else an automatic window for radiographs (when asked),
-    else the full range of modality values."""
+    else the full range of modality values. `pixels` stands in for a frame not yet decoded."""
     mine = file_presets(image, frame)
     if mine:
         return mine[0].voi
     if auto_for_projection and image.is_grey and image.modality_name in PROJECTION_MODALITIES:
-        return auto_window(image, frame)
-    return full_range_window(image, frame)
+        return auto_window(image, frame, pixels=pixels)
+    return full_range_window(image, frame, pixels)
 
 
 def shows_inverted(image: Image, invert: bool) -> bool:
@@ -287,32 +289,36 @@ class Table:
         return self.table[stored]
 
 
-def _domain(image: Image, frame: int) -> tuple[np.ndarray, np.dtype | None] | None:
-    """The stored values a table must cover, and the unsigned view that indexes it."""
-    if image.is_float:
+def _domain(image: Image, frame: int, dtype: np.dtype) -> tuple[np.ndarray, np.dtype | None] | None:
+    """The stored values a table for arrays of `dtype` must cover, and the unsigned view that indexes it.
+    8- and 16-bit data get a table over every value of the type, which needs no look at the pixels."""
+    if dtype.kind not in "iu":
         return None
+    if dtype.itemsize <= 2:
+        if dtype.kind == "i":
+            unsigned = np.dtype(f"u{dtype.itemsize}")
+            return np.arange(1 << (8 * dtype.itemsize), dtype=np.int64).astype(unsigned).view(dtype), unsigned
+        return np.arange(1 << (8 * dtype.itemsize)), None
     if image.is_color:
-        return (np.arange(1 << image.bits_allocated), None) if image.bits_allocated <= 16 else None
-    dtype = image.frame(frame).dtype
-    if dtype.kind == "i" and dtype.itemsize <= 2:
-        unsigned = np.dtype(f"u{dtype.itemsize}")
-        return np.arange(1 << (8 * dtype.itemsize), dtype=np.int64).astype(unsigned).view(dtype), unsigned
+        return None
     flo, fhi = _stored_minmax(image, frame)
-    top = max(int(fhi), image.stored_range[1])
-    if dtype.kind == "u" and dtype.itemsize <= 2:
-        return np.arange((1 << (8 * dtype.itemsize))), None
     if flo >= 0 and fhi < LUT_DOMAIN_LIMIT:
-        return np.arange(min(top, LUT_DOMAIN_LIMIT - 1) + 1), None
+        return np.arange(int(fhi) + 1), None
     return None
 
 
-def display_table(image: Image, frame: int, voi: Voi, invert: bool = False) -> Table | None:
-    """The stored-value table for a frame, or None where values must be computed directly."""
-    key = (_table_key_frame(image, frame), voi, shows_inverted(image, invert))
+def display_table(image: Image, frame: int, voi: Voi, invert: bool = False,
+                  dtype: np.dtype | None = None) -> Table | None:
+    """The table for looking up stored values of `dtype` (default: the frame's), or None where
+    values must be computed directly."""
+    if dtype is None:
+        dtype = image.frame(frame).dtype
+    dtype = np.dtype(dtype)
+    key = (_table_key_frame(image, frame), voi, shows_inverted(image, invert), dtype.str)
     cache = image.__dict__.setdefault("_tables", {})
     if key in cache:
         return cache[key]
-    dom = _domain(image, frame)
+    dom = _domain(image, frame, dtype)
     if dom is None:
         return None
     domain, view = dom
@@ -338,7 +344,7 @@ def _table_key_frame(image: Image, frame: int) -> int:
 
 def to_display(image: Image, frame: int, stored: np.ndarray, voi: Voi, invert: bool = False) -> np.ndarray:
     """Stored values (any shape) of `frame` -> display values, through the table when there is one."""
-    table = display_table(image, frame, voi, invert)
+    table = display_table(image, frame, voi, invert, stored.dtype)
     if table is not None:
         return table.apply(stored)
     values = image.modality(stored.astype(np.float64), frame)
@@ -374,18 +380,31 @@ def resample(arr: np.ndarray, region: Region, width: int, height: int) -> np.nda
 
 
 class Renderer:
-    """One viewport's pixels for one frame: resample on geometry changes, re-table on VOI changes."""
+    """One viewport's pixels for one frame: resample on geometry changes, re-table on VOI changes.
 
-    def __init__(self, image: Image, frame: int = 0):
+    `pixels` with `scale` stands in for the frame while it is decoded: a reduced-resolution preview
+    whose pixel (x, y) covers frame pixels (x * scale, y * scale). Regions are always in frame pixels.
+    """
+
+    def __init__(self, image: Image, frame: int = 0, pixels: np.ndarray | None = None, scale: float = 1.0):
         self.image = image
         self.frame = frame
+        self.pixels = pixels
+        self.scale = scale if pixels is not None else 1.0
         self._sampled: np.ndarray | None = None
         self._region_key = None
+
+    @property
+    def is_preview(self) -> bool:
+        return self.pixels is not None
 
     def set_region(self, region: Region, width: int, height: int) -> None:
         key = (region, width, height)
         if key != self._region_key:
-            self._sampled = resample(self.image.frame(self.frame), region, max(1, width), max(1, height))
+            source = self.image.frame(self.frame) if self.pixels is None else self.pixels
+            if self.scale != 1.0:
+                region = tuple(v / self.scale for v in region)
+            self._sampled = resample(source, region, max(1, width), max(1, height))
             self._region_key = key
 
     def render(self, voi: Voi, invert: bool = False) -> np.ndarray:

@@ -177,6 +177,59 @@ class Image:
             arr = arr[0]
         return arr
 
+    def has_frame(self, index: int) -> bool:
+        """Whether frame `index` is decoded already."""
+        with self._cache_lock:
+            return index in self._cache
+
+    @property
+    def slow_to_decode(self) -> bool:
+        """Large frames in syntaxes whose decoders take a noticeable time (JPEG 2000, JPEG-LS, JPEG)."""
+        ts = self.transfer_syntax
+        return ts.is_compressed and ts != pydicom.uid.RLELossless and self.rows * self.columns >= 1_000_000
+
+    def preview(self, index: int, longest_side: int) -> tuple[np.ndarray, int] | None:
+        """A quick reduced-resolution decode of a JPEG 2000 frame, at least `longest_side` pixels
+        on its longest side: (pixels, factor), where one preview pixel covers factor x factor
+        frame pixels. None where no preview is possible or it would not be smaller."""
+        if self.transfer_syntax not in pydicom.uid.JPEG2000TransferSyntaxes or not self.is_grey or self.signed:
+            return None
+        level = 0
+        while max(self.rows, self.columns) >> (level + 1) >= longest_side and level < 5:
+            level += 1
+        if level == 0:
+            return None
+        try:
+            import io
+
+            from PIL import Image as PILImage
+            from pydicom.encaps import get_frame
+
+            from openjpeg import get_parameters
+
+            data = get_frame(self.ds.PixelData, index, number_of_frames=self.frames)
+            params = get_parameters(data)
+            if params.get("is_signed") or params.get("nr_components", 1) != 1:
+                return None
+            precision = int(params.get("precision", 16))
+            with PILImage.open(io.BytesIO(data)) as picture:
+                picture.reduce = level
+                picture.load()
+                arr = np.asarray(picture)
+        except Exception:  # noqa: BLE001 - a preview is optional; the full decode reports problems
+            log.info("no preview for %s", self.label, exc_info=True)
+            return None
+        expected = (-(-self.rows // (1 << level)), -(-self.columns // (1 << level)))
+        if arr.shape != expected:
+            return None
+        dtype = np.uint8 if self.bits_allocated <= 8 else np.uint16
+        if arr.dtype == np.uint16 and 8 < precision < 16:  # Pillow scales samples up to 16 bits
+            arr = arr >> (16 - precision)
+        arr = arr.astype(dtype, copy=False)
+        if self.bits_stored < 8 * dtype().itemsize:
+            arr = arr & dtype((1 << self.bits_stored) - 1)
+        return arr, 1 << level
+
     # -- modality values ---------------------------------------------------------------------
 
     def frame_attributes(self, index: int = 0) -> Dataset:

@@ -155,3 +155,33 @@ def test_the_app_starts_and_shows_the_sample(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert (tmp_path / "config" / "first-run-done").exists()  # the first start opened the sample
+
+
+def test_a_large_jpeg2000_decodes_off_the_gui_thread_with_a_preview_first(window, qtbot, tmp_path):
+    import pydicom
+    from pydicom.uid import JPEG2000Lossless
+
+    from app.dicom.display import render
+    from app.dicom.pixels import Image
+
+    ds = pydicom.dcmread(SAMPLE / "dx" / "thorax_lateral.dcm")
+    arr = ds.pixel_array
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.compress(JPEG2000Lossless, arr, generate_instance_uid=False)
+    path = tmp_path / "j2k.dcm"
+    ds.save_as(path)
+
+    window.resize(700, 500)  # a small viewport: a reduced-resolution preview is enough to fill it
+    previews = []
+    v = window.viewport
+    v.changed.connect(lambda: previews.append(v.renderer.is_preview) if v.renderer else None)
+    job = window.open_paths([str(path)])
+    qtbot.waitUntil(lambda: job._finished.is_set() and v.series is not None and v.series.uid == ds.SeriesInstanceUID,
+                    timeout=10000)
+    qtbot.waitUntil(lambda: v.renderer is not None and not v.renderer.is_preview, timeout=20000)
+    assert True in previews  # the preview came first
+    assert not v.loading
+    full = render(Image(pydicom.dcmread(path)), 0, v.voi)
+    v.renderer.set_region((0, 0, v.image.columns, v.image.rows), v.image.columns, v.image.rows)
+    assert np.array_equal(v.renderer.render(v.voi), full)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal, Slot
 from PySide6.QtGui import QColor, QFont, QPainter, QTransform
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -19,8 +19,10 @@ from app.dicom.pixels import Image
 from app.dicom.series import Series
 from app.dicom.summary import format_date
 from app.errors import LightboxError
+from app.jobs import Job
 from app.measure.calibration import pixel_spacing
 from app.ui.images import to_qimage
+from app.ui.jobs import JobRelay
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,9 @@ class Viewport(QWidget):
         self._qimage_key = None
         self._qimage = None
         self.show_overlays = True
+        self.loading = False  # the frame is being decoded; a preview may be shown meanwhile
+        self._pending = None
+        self._relays: set[JobRelay] = set()
 
     # -- what is shown ------------------------------------------------------------------------
 
@@ -71,6 +76,8 @@ class Viewport(QWidget):
         self.image = None
         self.renderer = None
         self.error = None
+        self._pending = None
+        self.loading = False
         if series is not None and series.frame_count:
             self.show_position(position)
         else:
@@ -82,29 +89,82 @@ class Viewport(QWidget):
             return
         position = max(0, min(position, self.series.frame_count - 1))
         self.position = position
+        self._pending = None
         instance, frame = self.series.locate(position)
         try:
             image = instance.image()
+            if not image.has_frame(frame) and image.slow_to_decode:
+                self._decode_in_background(image, frame)
+                return
             image.frame(frame)  # decode now, so a failure shows here, not in paintEvent
         except LightboxError as exc:
-            self.image, self.renderer, self.error = None, None, str(exc)
-            self.problem.emit(str(exc))
-            self.changed.emit()
-            self.update()
+            self._fail(str(exc))
             return
+        self._show(image, frame, Renderer(image, frame))
+
+    def _show(self, image: Image, frame: int, renderer: Renderer) -> None:
         first = self.image is None or (image.rows, image.columns) != (self.image.rows, self.image.columns)
-        self.image, self.frame, self.error = image, frame, None
-        self.renderer = Renderer(image, frame)
+        self.image, self.frame, self.renderer, self.error = image, frame, renderer, None
+        self.loading = renderer.is_preview
         if self.voi is None or not image.is_grey or not _voi_fits(self.voi, image):
             try:
-                self.voi = display.default_voi(image, frame)
+                self.voi = display.default_voi(image, frame, pixels=renderer.pixels)
             except LightboxError as exc:
-                self.image, self.renderer, self.error = None, None, str(exc)
-                self.problem.emit(str(exc))
+                self._fail(str(exc))
+                return
         if first:
             self.fit_mode = True
         self.changed.emit()
         self.update()
+
+    def _fail(self, message: str) -> None:
+        self.image, self.renderer, self.error, self.loading = None, None, message, False
+        self.problem.emit(message)
+        self.changed.emit()
+        self.update()
+
+    def _decode_in_background(self, image: Image, frame: int) -> None:
+        """Slow decodes (large JPEG 2000 ...) run off the GUI thread; a reduced-resolution preview
+        is shown first where the codec allows one."""
+        self._pending = (image, frame)
+        self.loading = True
+        self.image, self.renderer = None, None
+        self.changed.emit()
+        self.update()
+        longest = int(max(self.width(), self.height()) * self.devicePixelRatioF())
+
+        def work(reporter):
+            preview = image.preview(frame, longest)
+            if preview is not None:
+                job.preview = preview
+                reporter.update(message="preview")
+            image.frame(frame)
+
+        job = Job(work, "Decoding the image")
+        job.preview = None
+        job.target = (image, frame)
+        relay = JobRelay(job, self)
+        relay.progress.connect(self._decode_progress)
+        relay.finished.connect(self._decoded)
+        self._relays.add(relay)
+        relay.finished.connect(lambda _job, r=relay: self._relays.discard(r))
+        relay.start()
+
+    @Slot(object)
+    def _decode_progress(self, job: Job) -> None:
+        if job.target == self._pending and job.preview is not None and self.image is None:
+            pixels, factor = job.preview
+            self._show(*job.target, Renderer(*job.target, pixels=pixels, scale=factor))
+
+    @Slot(object)
+    def _decoded(self, job: Job) -> None:
+        if job.target != self._pending:
+            return  # the user has moved on
+        self._pending = None
+        if job.error is not None:
+            self._fail(str(job.error))
+        else:
+            self._show(*job.target, Renderer(*job.target))
 
     def step(self, delta: int) -> None:
         if self.series is not None:
@@ -277,6 +337,8 @@ class Viewport(QWidget):
             return
         for align, lines in self.overlay_text().items():
             self._text(painter, box, align, lines)
+        if self.loading and self.image is None:
+            self._text(painter, box, Qt.AlignmentFlag.AlignCenter, ["Loading…"], QColor(170, 170, 170))
         if self.error:
             self._text(painter, box, Qt.AlignmentFlag.AlignCenter,
                        ["This image cannot be shown", *self.error.split(": ", 1)[-1:]], QColor(255, 170, 120))
@@ -321,6 +383,8 @@ class Viewport(QWidget):
                 bottom_right.append(f"Pixel {size} mm{where}")
             else:
                 bottom_right.append("Not calibrated")
+            if self.loading:
+                bottom_right.append("Loading full resolution…")
             marks = [m for m, on in (("Inverted", self.invert), (f"Rotated {self.rotation}°", self.rotation),
                                      ("Flipped H", self.flip_h), ("Flipped V", self.flip_v)) if on]
             if marks:
