@@ -34,25 +34,32 @@ class _RedactingFormatter(logging.Formatter):
 
 
 _configured = False
+_handler: logging.Handler | None = None
 
 
 def setup(level: int = logging.INFO) -> None:
-    """Send the 'app' loggers to lightbox.log in the log folder (rotated at 2 MB)."""
-    global _configured
-    if _configured:
+    """Send the 'app' loggers and library warnings to lightbox.log in the log folder (rotated at 2 MB).
+    Called again with LIGHTBOX_HOME changed, it moves to the new folder."""
+    global _configured, _handler
+    target = str(log_file())
+    if _configured and _handler is not None and getattr(_handler, "baseFilename", None) == target:
         return
     _configured = True
-    handler = logging.handlers.RotatingFileHandler(
-        log_file(), maxBytes=2_000_000, backupCount=3, encoding="utf-8", delay=True
-    )
+    handler = logging.handlers.RotatingFileHandler(target, maxBytes=2_000_000, backupCount=3,
+                                                   encoding="utf-8", delay=True)
     handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("app")
+    warnings_log = logging.getLogger("py.warnings")
+    for logger in (root, warnings_log):
+        if _handler is not None:
+            logger.removeHandler(_handler)
+        logger.addHandler(handler)
+    if _handler is not None:
+        _handler.close()
+    _handler = handler
     root.setLevel(level)
-    root.addHandler(handler)
     # Library warnings (pydicom's about odd values) belong in the log, not on the terminal.
     logging.captureWarnings(True)
-    warnings_log = logging.getLogger("py.warnings")
-    warnings_log.addHandler(handler)
     warnings_log.propagate = False
 
 
