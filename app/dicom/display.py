@@ -190,14 +190,14 @@ def auto_window(image: Image, frame: int = 0, low: float = 1.0, high: float = 99
     return Window((a + b) / 2, b - a, "LINEAR_EXACT")
 
 
-def presets(image: Image, frame: int = 0) -> list[Preset]:
+def presets(image: Image, frame: int = 0, pixels: np.ndarray | None = None) -> list[Preset]:
     """Everything a presets menu offers: the file's first, then the modality's, then automatic ones."""
     out = list(file_presets(image, frame))
     if image.is_grey:
         if image.modality_name == "CT":
             out += [Preset(n, Window(c, w), "modality") for n, c, w in CT_PRESETS]
-        out.append(Preset("Auto", auto_window(image, frame), "auto"))
-    out.append(Preset("Full range", full_range_window(image, frame), "auto"))
+        out.append(Preset("Auto", auto_window(image, frame, pixels=pixels), "auto"))
+    out.append(Preset("Full range", full_range_window(image, frame, pixels), "auto"))
     return out
 
 

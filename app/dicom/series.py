@@ -171,9 +171,16 @@ def open_paths(paths: list[str | os.PathLike], reporter=None) -> Opened:
 
 
 def thumbnail(series: Series, size: int = 96):
-    """A small rendering of the series' middle image, with its default window."""
+    """A small rendering of the series' middle image, with its default window; from a
+    reduced-resolution decode where the codec offers one."""
     from app.dicom import display
 
     instance, frame = series.locate(series.frame_count // 2)
     image = instance.image()
-    return display.render(image, frame, display.default_voi(image, frame), longest_side=size)
+    preview = None if image.has_frame(frame) else image.preview(frame, size)
+    pixels, factor = preview if preview else (None, 1)
+    renderer = display.Renderer(image, frame, pixels=pixels, scale=factor)
+    h, w = image.rows, image.columns
+    scale = size / max(h, w)
+    renderer.set_region((0, 0, w, h), max(1, round(w * scale)), max(1, round(h * scale)))
+    return renderer.render(display.default_voi(image, frame, pixels=pixels))

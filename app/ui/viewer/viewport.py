@@ -176,10 +176,14 @@ class Viewport(QWidget):
 
     # -- window/level -------------------------------------------------------------------------
 
+    def _preview_pixels(self):
+        """What stands in for the frame while it decodes (so nothing here waits for the decoder)."""
+        return self.renderer.pixels if self.renderer is not None else None
+
     def presets(self) -> list[Preset]:
         if self.image is None:
             return []
-        return display.presets(self.image, self.frame)
+        return display.presets(self.image, self.frame, self._preview_pixels())
 
     def set_voi(self, voi: Voi) -> None:
         self.voi = voi
@@ -195,7 +199,7 @@ class Viewport(QWidget):
             return self.voi
         if self.image is None:
             return None
-        return display.full_range_window(self.image, self.frame)
+        return display.full_range_window(self.image, self.frame, self._preview_pixels())
 
     def toggle_invert(self) -> None:
         self.invert = not self.invert
@@ -276,7 +280,7 @@ class Viewport(QWidget):
         self.invert = False
         self.fit_mode = True
         if self.image is not None:
-            self.voi = display.default_voi(self.image, self.frame)
+            self.voi = display.default_voi(self.image, self.frame, pixels=self._preview_pixels())
         self.changed.emit()
         self.update()
 
@@ -445,7 +449,10 @@ class Viewport(QWidget):
 
     def _window_step(self) -> float:
         """Modality units per mouse pixel: a drag across the viewport spans the image's range."""
-        lo, hi = display.frame_range(self.image, self.frame) if self.image.is_grey else (0, 255)
+        if self.image.is_grey:
+            lo, hi = display.frame_range(self.image, self.frame, self._preview_pixels())
+        else:
+            lo, hi = 0, 255
         return max(hi - lo, 1e-6) / max(300.0, float(self.width()))
 
     def wheelEvent(self, event) -> None:  # noqa: N802
