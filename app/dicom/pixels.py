@@ -177,6 +177,13 @@ class Image:
             arr = arr[0]
         return arr
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held: the encoded pixel data and the decoded frames kept."""
+        encoded = len(self.ds[self.pixel_keyword].value or b"")
+        with self._cache_lock:
+            return encoded + sum(a.nbytes for a in self._cache.values())
+
     def has_frame(self, index: int) -> bool:
         """Whether frame `index` is decoded already."""
         with self._cache_lock:

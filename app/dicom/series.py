@@ -19,6 +19,7 @@ from app.errors import Cancelled, LightboxError, UsageError
 log = logging.getLogger(__name__)
 
 _IMAGE_CACHE_SIZE = 48
+_IMAGE_CACHE_BYTES = 1 << 30  # files and decoded frames kept for paging back and forth
 _images: OrderedDict[str, Image] = OrderedDict()
 _images_lock = threading.Lock()
 
@@ -41,7 +42,8 @@ class Instance:
         image = Image(read(self.path), str(self.path))
         with _images_lock:
             _images[key] = image
-            while len(_images) > _IMAGE_CACHE_SIZE:
+            while len(_images) > 1 and (len(_images) > _IMAGE_CACHE_SIZE or
+                                        sum(i.nbytes for i in _images.values()) > _IMAGE_CACHE_BYTES):
                 _images.popitem(last=False)
         return image
 
