@@ -153,7 +153,12 @@ class MainWindow(QMainWindow):
         presets = self.viewport.presets()
         if not presets:
             self.preset_menu.addAction("(no image)").setEnabled(False)
+        headings = {"file": "From the image", "modality": "For this modality", "auto": "Automatic"}
+        source = None
         for i, preset in enumerate(presets):
+            if preset.source != source:
+                source = preset.source
+                self.preset_menu.addSection(headings.get(source, source))
             label = f"{preset.name}\t{preset.voi}"
             act = self.preset_menu.addAction(label, lambda p=preset: self.viewport.set_voi(p.voi))
             if i < 9:

@@ -185,3 +185,16 @@ def test_a_large_jpeg2000_decodes_off_the_gui_thread_with_a_preview_first(window
     full = render(Image(pydicom.dcmread(path)), 0, v.voi)
     v.renderer.set_region((0, 0, v.image.columns, v.image.rows), v.image.columns, v.image.rows)
     assert np.array_equal(v.renderer.render(v.voi), full)
+
+
+def test_the_presets_menu_groups_presets_by_where_they_come_from(window):
+    window.show_series(window.series[1])
+    window._fill_presets()
+    actions = window.preset_menu.actions()
+    sections = [a.text() for a in actions if a.isSeparator()]
+    assert sections == ["From the image", "For this modality", "Automatic"]
+    entries = [a.text().split("\t")[0] for a in actions if not a.isSeparator()]
+    assert entries == [p.name for p in window.viewport.presets()]
+    bone = next(a for a in actions if a.text().startswith("Bone"))
+    bone.trigger()
+    assert window.viewport.voi == Window(400, 1800)
