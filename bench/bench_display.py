@@ -25,7 +25,7 @@ def run() -> list[dict]:
     image = Image(read(common.radiograph("explicit")))
     size = (image.columns, image.rows)
     renderer = display.Renderer(image)
-    renderer.set_region((0, 0, *size), VIEWPORT, VIEWPORT)
+    renderer.set_region((0, 0, *size), VIEWPORT, VIEWPORT, smooth=True)
     to_qimage(renderer.render(display.Window(100, 100)))  # warm up: first calls, caches of index arrays
 
     with_qimage = median_of([timed(lambda w=w: to_qimage(renderer.render(w))) for w in _windows(CHANGES)])

@@ -379,6 +379,32 @@ def resample(arr: np.ndarray, region: Region, width: int, height: int) -> np.nda
     return arr.take(r, axis=0).take(c, axis=1)
 
 
+def resample_smooth(arr: np.ndarray, region: Region, width: int, height: int) -> np.ndarray:
+    """Like `resample`, but when shrinking by k >= 2 each k x k block is averaged first, so fine
+    detail and noise do not alias. Values stay of the array's type (stored values, for the table)."""
+    x0, y0, x1, y1 = region
+    k = int(min((x1 - x0) / width, (y1 - y0) / height))
+    if k < 2 or arr.dtype.kind not in "iuf":
+        return resample(arr, region, width, height)
+    rows, cols = arr.shape[:2]
+    xa, ya = max(0, math.floor(x0)), max(0, math.floor(y0))
+    w = (min(cols, math.ceil(x1)) - xa) // k * k
+    h = (min(rows, math.ceil(y1)) - ya) // k * k
+    if w < k or h < k:
+        return resample(arr, region, width, height)
+    block = arr[ya: ya + h, xa: xa + w]
+    wide = np.float64 if arr.dtype.kind == "f" else np.int64 if arr.dtype.itemsize > 2 else np.int32
+    total = np.zeros((h // k, w // k) + arr.shape[2:], dtype=wide)
+    for i in range(k):  # k*k strided adds: much faster than a reshape-and-mean
+        for j in range(k):
+            total += block[i::k, j::k]
+    if arr.dtype.kind == "f":
+        reduced = (total / (k * k)).astype(arr.dtype)
+    else:
+        reduced = ((total + (k * k) // 2) // (k * k)).astype(arr.dtype)
+    return resample(reduced, ((x0 - xa) / k, (y0 - ya) / k, (x1 - xa) / k, (y1 - ya) / k), width, height)
+
+
 class Renderer:
     """One viewport's pixels for one frame: resample on geometry changes, re-table on VOI changes.
 
@@ -398,13 +424,17 @@ class Renderer:
     def is_preview(self) -> bool:
         return self.pixels is not None
 
-    def set_region(self, region: Region, width: int, height: int) -> None:
-        key = (region, width, height)
+    def set_region(self, region: Region, width: int, height: int, smooth: bool = False) -> None:
+        """Sample `region` (frame pixels) to width x height; `smooth` averages when shrinking
+        (grey and RGB images; palette indices cannot be averaged)."""
+        smooth = smooth and not self.image.is_palette
+        key = (region, width, height, smooth)
         if key != self._region_key:
             source = self.image.frame(self.frame) if self.pixels is None else self.pixels
             if self.scale != 1.0:
                 region = tuple(v / self.scale for v in region)
-            self._sampled = resample(source, region, max(1, width), max(1, height))
+            sample = resample_smooth if smooth else resample
+            self._sampled = sample(source, region, max(1, width), max(1, height))
             self._region_key = key
 
     def render(self, voi: Voi, invert: bool = False) -> np.ndarray:
@@ -423,5 +453,5 @@ def render(image: Image, frame: int, voi: Voi, *, invert: bool = False, longest_
     else:
         out_w, out_h = w, h
     renderer = Renderer(image, frame)
-    renderer.set_region((0, 0, w, h), out_w, out_h)
+    renderer.set_region((0, 0, w, h), out_w, out_h, smooth=True)
     return np.ascontiguousarray(renderer.render(voi, invert))

@@ -184,5 +184,5 @@ def thumbnail(series: Series, size: int = 96):
     renderer = display.Renderer(image, frame, pixels=pixels, scale=factor)
     h, w = image.rows, image.columns
     scale = size / max(h, w)
-    renderer.set_region((0, 0, w, h), max(1, round(w * scale)), max(1, round(h * scale)))
+    renderer.set_region((0, 0, w, h), max(1, round(w * scale)), max(1, round(h * scale)), smooth=True)
     return renderer.render(display.default_voi(image, frame, pixels=pixels))

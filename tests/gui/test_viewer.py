@@ -198,3 +198,13 @@ def test_the_presets_menu_groups_presets_by_where_they_come_from(window):
     bone = next(a for a in actions if a.text().startswith("Bone"))
     bone.trigger()
     assert window.viewport.voi == Window(400, 1800)
+
+
+def test_zooming_samples_fast_then_smoothly_once_still(window, qtbot):
+    v = window.viewport
+    v.resize(600, 450)  # fit shrinks the 1800-pixel radiograph by more than 2
+    qtbot.waitUntil(lambda: v._qimage_key is not None and v._qimage_key[4] is True, timeout=3000)
+    wheel(v, QPointF(300, 200), -2)  # zoom out a little more
+    v.repaint()
+    assert v._qimage_key[4] is False  # while the user moves: nearest samples
+    qtbot.waitUntil(lambda: v._qimage_key[4] is True, timeout=3000)  # then averaged

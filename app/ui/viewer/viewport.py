@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal, Slot
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QFont, QPainter, QTransform
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -63,6 +63,11 @@ class Viewport(QWidget):
         self.loading = False  # the frame is being decoded; a preview may be shown meanwhile
         self._pending = None
         self._relays: set[JobRelay] = set()
+        # While the user zooms or pans, regions are sampled fast; once still, smoothly.
+        self._settle = QTimer(self)
+        self._settle.setSingleShot(True)
+        self._settle.setInterval(150)
+        self._settle.timeout.connect(self.update)
 
     # -- what is shown ------------------------------------------------------------------------
 
@@ -250,6 +255,7 @@ class Viewport(QWidget):
 
     def _shift(self, delta: QPointF) -> None:
         """Move what is shown by `delta` widget pixels."""
+        self._settle.start()
         self.fit_mode = False
         inverse, _ = self.transform().inverted()
         self.center = inverse.map(QPointF(self.width() / 2, self.height() / 2) - delta)
@@ -309,10 +315,11 @@ class Viewport(QWidget):
                 scale = min(self.zoom * self.devicePixelRatioF(), 1.0)
                 out_w = max(1, round((x1 - x0) * scale))
                 out_h = max(1, round((y1 - y0) * scale))
-                key = (id(self.renderer), region, out_w, out_h, self.voi, self.invert)
+                smooth = not self._settle.isActive()
+                key = (id(self.renderer), region, out_w, out_h, smooth, self.voi, self.invert)
                 if key != self._qimage_key:
                     try:
-                        self.renderer.set_region(region, out_w, out_h)
+                        self.renderer.set_region(region, out_w, out_h, smooth)
                         self._qimage = to_qimage(self.renderer.render(self.voi, self.invert))
                         self._qimage_key = key
                     except LightboxError as exc:
