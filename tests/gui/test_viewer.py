@@ -208,3 +208,15 @@ def test_zooming_samples_fast_then_smoothly_once_still(window, qtbot):
     v.repaint()
     assert v._qimage_key[4] is False  # while the user moves: nearest samples
     qtbot.waitUntil(lambda: v._qimage_key[4] is True, timeout=3000)  # then averaged
+
+
+def test_paging_keeps_the_zoom_pan_and_window_of_the_stack(window):
+    window.show_series(window.series[1])
+    v = window.viewport
+    v.set_zoom(v.zoom * 2, QPointF(40, 40))
+    v.set_window(100, 300)
+    zoom, center = v.zoom, v.center
+    for _ in range(3):
+        v.step(1)
+    assert (v.position, v.zoom, v.center, v.voi) == (3, zoom, center, Window(100, 300))
+    assert not v.fit_mode

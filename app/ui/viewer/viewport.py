@@ -61,6 +61,7 @@ class Viewport(QWidget):
         self._qimage = None
         self.show_overlays = True
         self.loading = False  # the frame is being decoded; a preview may be shown meanwhile
+        self._shown_size = None  # rows, columns of the last image shown (a new shape is fitted)
         self._pending = None
         self._relays: set[JobRelay] = set()
         # While the user zooms or pans, regions are sampled fast; once still, smoothly.
@@ -82,6 +83,7 @@ class Viewport(QWidget):
         self.renderer = None
         self.error = None
         self._pending = None
+        self._shown_size = None
         self.loading = False
         if series is not None and series.frame_count:
             self.show_position(position)
@@ -108,7 +110,8 @@ class Viewport(QWidget):
         self._show(image, frame, Renderer(image, frame))
 
     def _show(self, image: Image, frame: int, renderer: Renderer) -> None:
-        first = self.image is None or (image.rows, image.columns) != (self.image.rows, self.image.columns)
+        first = self._shown_size != (image.rows, image.columns)  # a new shape: fit it
+        self._shown_size = (image.rows, image.columns)
         self.image, self.frame, self.renderer, self.error = image, frame, renderer, None
         self.loading = renderer.is_preview
         if self.voi is None or not image.is_grey or not _voi_fits(self.voi, image):
@@ -489,6 +492,8 @@ class Viewport(QWidget):
 
 
 def _voi_fits(voi: Voi, image: Image) -> bool:
-    """Whether a window kept while paging still makes sense for the next image."""
-    return isinstance(voi, Window) or bool(display.file_presets(image))
+    """Whether a window kept while paging still applies to the next image."""
+    if isinstance(voi, Window):
+        return True
+    return voi.index < len(image.frame_attributes(0).get("VOILUTSequence") or [])
 
