@@ -144,7 +144,7 @@ def frame_range(image: Image, frame: int = 0, pixels: np.ndarray | None = None) 
 
 
 def _stored_minmax(image: Image, frame: int) -> tuple[float, float]:
-    cache = image.__dict__.setdefault("_minmax", {})
+    cache = image.frame_ranges
     if frame not in cache:
         arr = image.frame(frame)
         if arr.size == 0:
@@ -315,7 +315,7 @@ def display_table(image: Image, frame: int, voi: Voi, invert: bool = False,
         dtype = image.frame(frame).dtype
     dtype = np.dtype(dtype)
     key = (_table_key_frame(image, frame), voi, shows_inverted(image, invert), dtype.str)
-    cache = image.__dict__.setdefault("_tables", {})
+    cache = image.display_tables
     if key in cache:
         return cache[key]
     dom = _domain(image, frame, dtype)

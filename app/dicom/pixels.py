@@ -83,6 +83,9 @@ class Image:
         self._check_decodable()
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
+        # Kept here for app.dicom.display: stored min/max per frame, and its lookup tables.
+        self.frame_ranges: dict[int, tuple[float, float]] = {}
+        self.display_tables: dict = {}
 
     # -- what kind of image ------------------------------------------------------------------
 
