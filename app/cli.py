@@ -13,7 +13,7 @@ from app.errors import LightboxError, UsageError
 
 log = logging.getLogger("app.cli")
 
-COMMANDS = ("info", "render", "view")
+COMMANDS = ("info", "render", "view", "import", "library", "export")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +45,31 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("view", help="open the viewer (also: lightbox [PATH...])")
     p.add_argument("paths", nargs="*", help="files or folders to open")
+
+    p = sub.add_parser("import", help="import files, folders, zip archives or DICOMDIR sets into the library")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="one entry per file, and the conflicts, as JSON")
+    g = p.add_argument_group("photos (JPEG, PNG)", "whose images they are; they become Secondary Capture images")
+    g.add_argument("--study", metavar="STUDY_UID", help="add them to this study in the library")
+    g.add_argument("--patient-name", default="", metavar="NAME", help="e.g. 'Hendricks^Bailey'")
+    g.add_argument("--patient-id", default="", metavar="ID")
+    g.add_argument("--species", default="")
+    g.add_argument("--breed", default="")
+    g.add_argument("--owner", default="", help="the responsible person")
+    g.add_argument("--description", default="", help="the new study's description")
+
+    p = sub.add_parser("library", help="list, remove or check what the library holds")
+    lib = p.add_subparsers(dest="library_command", parser_class=_Parser, required=True)
+    q = lib.add_parser("list", help="list studies, newest first")
+    q.add_argument("--query", default="", metavar="TEXT",
+                   help="words to find in patient name, ID, owner, species, breed, accession or description")
+    q.add_argument("--json", action="store_true")
+    q = lib.add_parser("remove", help="remove a study and its files")
+    q.add_argument("study_uid", metavar="STUDY_UID")
+    q.add_argument("--json", action="store_true")
+    q = lib.add_parser("check", help="compare the index with the files and repair what a crash left")
+    q.add_argument("--dry-run", action="store_true", help="report only")
+    q.add_argument("--json", action="store_true")
     return parser
 
 
@@ -199,4 +224,109 @@ def cmd_view(args) -> int:
     return run(args.paths)
 
 
-_COMMANDS = {"info": cmd_info, "render": cmd_render, "view": cmd_view}
+# -- library ------------------------------------------------------------------------------------
+
+def _run_job(title: str, work):
+    """Run a job on this thread, showing progress on a terminal's stderr."""
+    from app.jobs import Job
+
+    job = Job(work, title)
+    if sys.stderr.isatty():
+        def show(j):
+            p = j.progress
+            if p.total:
+                print(f"\r{title}: {int(p.done)}/{int(p.total)}", end="", file=sys.stderr, flush=True)
+        job.on_progress(show)
+        job.on_finished(lambda j: print(file=sys.stderr))
+    return job.run().wait()
+
+
+def _capture_context(args):
+    from app.dicom.capture import CaptureContext
+    from app.dicom.patient import Patient
+    from app.library import Library
+
+    if args.study:
+        with Library() as library:
+            study = library.study(args.study)
+        return CaptureContext(patient=study.patient, study_uid=study.uid, study_date=study.date,
+                              study_time=study.time, study_description=study.description, accession=study.accession,
+                              referring_physician=study.referring_physician)
+    patient = Patient(name=args.patient_name, id=args.patient_id, species=args.species, breed=args.breed,
+                      owner=args.owner)
+    if patient == Patient():
+        return None
+    return CaptureContext(patient=patient, study_description=args.description)
+
+
+def cmd_import(args) -> int:
+    from app.library import import_paths
+
+    context = _capture_context(args)
+    result = _run_job("Importing", lambda reporter: import_paths(args.paths, context=context, reporter=reporter))
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        for entry in result.failed:
+            print(f"failed: {entry.path}: {entry.error}")
+        for conflict in result.conflicts:
+            print(f"conflict: {conflict.message}")
+        print(result.summary())
+    if result.stopped:
+        print(f"error: {result.stopped}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def _study_line(study) -> str:
+    from app.dicom.summary import format_date
+
+    p = study.patient
+    who = " · ".join(x for x in (p.name or "(no name)", f"ID {p.id}" if p.id else "", p.species, p.breed,
+                                 f"owner {p.owner}" if p.owner else "") if x)
+    what = " · ".join(x for x in (format_date(study.date), study.modalities.replace("\\", "/"), study.description,
+                                  f"accession {study.accession}" if study.accession else "",
+                                  f"{study.series_count} series, {study.instance_count} images") if x)
+    return f"{who}\n    {what}\n    {study.uid}"
+
+
+def cmd_library(args) -> int:
+    from app.library import Library
+
+    with Library() as library:
+        if args.library_command == "list":
+            studies = library.studies(args.query)
+            if args.json:
+                _print_json([s.as_dict() for s in studies])
+            elif not studies:
+                print("No studies match." if args.query else "The library is empty.")
+            else:
+                for study in studies:
+                    print(_study_line(study))
+            return 0
+        if args.library_command == "remove":
+            count = library.remove_study(args.study_uid)
+            if args.json:
+                _print_json({"study_uid": args.study_uid, "instances_removed": count})
+            else:
+                print(f"Removed study {args.study_uid} ({count} images).")
+            return 0
+        report = library.check(repair=not args.dry_run)
+        if args.json:
+            _print_json({"clean": report.clean, **report.__dict__})
+        elif report.clean:
+            print("The library is consistent.")
+        else:
+            verb = "found" if args.dry_run else "repaired"
+            for label, items in (("partial files", report.partial_files_removed),
+                                 ("rows without a file", report.missing_files),
+                                 ("files without a row", report.adopted_files),
+                                 ("unreadable or misplaced files (left in place)", report.unreadable_files)):
+                if items:
+                    print(f"{len(items)} {label} {verb if 'left' not in label else ''}".rstrip())
+                    for item in items:
+                        print(f"    {item}")
+        return 0
+
+
+_COMMANDS = {"info": cmd_info, "render": cmd_render, "view": cmd_view, "import": cmd_import,
+             "library": cmd_library}

@@ -114,7 +114,7 @@ def _int(value) -> int | None:
         return None
 
 
-def _position(ds: Dataset) -> float | None:
+def slice_position(ds: Dataset) -> float | None:
     """Distance along the slice normal, for ordering slices of a volume."""
     try:
         ipp = [float(v) for v in ds.ImagePositionPatient]
@@ -164,7 +164,7 @@ def open_paths(paths: list[str | os.PathLike], reporter=None) -> Opened:
                 study_description=str(ds.get("StudyDescription", "")),
             )
         series.instances.append(Instance(path, sop, _int(ds.get("InstanceNumber")),
-                                         _int(ds.get("NumberOfFrames")) or 1, _position(ds)))
+                                         _int(ds.get("NumberOfFrames")) or 1, slice_position(ds)))
     for series in by_uid.values():
         series.instances.sort(key=lambda i: (i.instance_number is None, i.instance_number or 0,
                                              i.position or 0.0, i.sop_instance_uid))

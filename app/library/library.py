@@ -1,0 +1,576 @@
+"""The local archive: a file store plus an SQLite index of patients, studies, series and instances.
+
+One `Library` object is one connection: open one per thread (the GUI's browser, each import job).
+SQLite's WAL mode lets them read while one writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sqlite3
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from app import paths
+from app.dicom.patient import Patient, patient_of
+from app.dicom.series import Instance, Series, slice_position
+from app.errors import LightboxError, UsageError
+from app.library import schema
+from app.library.store import FileStore, StorageError, storage_message
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def library_root() -> Path:
+    return paths.data_dir() / "library"
+
+
+def fold(text: str) -> str:
+    """Text as searched and matched: case, accents, '^' and extra spaces do not count."""
+    text = unicodedata.normalize("NFKD", text.replace("^", " "))
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return " ".join(text.split()).casefold()
+
+
+def patient_key(patient: Patient) -> str:
+    return json.dumps([patient.id.strip(), fold(patient.name), fold(patient.owner), fold(patient.species)],
+                      ensure_ascii=False)
+
+
+def _now() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _str(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if not isinstance(value, str) and hasattr(value, "__iter__") and not hasattr(value, "family_name"):
+        return "\\".join(str(v) for v in value).strip()
+    return str(value).strip()
+
+
+# -- records --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StudyRecord:
+    uid: str
+    date: str
+    time: str
+    description: str
+    accession: str
+    referring_physician: str
+    study_id: str
+    modalities: str
+    series_count: int
+    instance_count: int
+    added_at: str
+    patient: Patient
+    patient_pk: int
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["patient"] = self.patient.as_dict()
+        d.pop("patient_pk")
+        return d
+
+
+@dataclass(frozen=True)
+class SeriesRecord:
+    uid: str
+    study_uid: str
+    modality: str
+    body_part: str
+    description: str
+    number: int | None
+    instance_count: int
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    sop_uid: str
+    series_uid: str
+    study_uid: str
+    sop_class: str
+    transfer_syntax: str
+    rows: int | None
+    columns: int | None
+    frames: int
+    number: int | None
+    position: float | None
+    file_size: int
+    path: Path
+    imported_at: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two versions of one patient that Lightbox will not merge on its own."""
+    kind: str  # "patient-id": one ID, another name or species; "study": a study filed under another patient
+    message: str
+    existing: Patient
+    incoming: Patient
+    study_uid: str = ""
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "message": self.message, "study_uid": self.study_uid,
+                "existing": self.existing.as_dict(), "incoming": self.incoming.as_dict()}
+
+
+@dataclass
+class Added:
+    status: str  # "imported" | "duplicate"
+    sop_uid: str
+    study_uid: str
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    partial_files_removed: list[str] = field(default_factory=list)
+    missing_files: list[str] = field(default_factory=list)  # rows dropped: their file was gone
+    adopted_files: list[str] = field(default_factory=list)  # complete files without a row, indexed now
+    unreadable_files: list[str] = field(default_factory=list)  # files without a row that do not parse
+
+    @property
+    def clean(self) -> bool:
+        return not (self.partial_files_removed or self.missing_files or self.adopted_files or self.unreadable_files)
+
+
+_PATIENT_COLUMNS = ("patient_id", "name", "owner", "species", "breed", "sex", "birth_date", "neutered", "microchip",
+                    "owner_role", "owner_organization")
+_PATIENT_FIELDS = ("id", "name", "owner", "species", "breed", "sex", "birth_date", "neutered", "microchip",
+                   "owner_role", "owner_organization")
+_STUDY_SELECT = (
+    "SELECT s.study_uid, s.study_date, s.study_time, s.description, s.accession, s.referring_physician, s.study_id, "
+    "s.modalities, s.series_count, s.instance_count, s.added_at, s.patient_pk, "
+    + ", ".join(f"p.{c}" for c in _PATIENT_COLUMNS)
+    + " FROM studies s JOIN patients p ON p.pk = s.patient_pk"
+)
+_INSTANCE_SELECT = (
+    "SELECT i.sop_uid, se.series_uid, st.study_uid, i.sop_class, i.transfer_syntax, i.rows, i.columns, i.frames, "
+    "i.number, i.position, i.file_size, i.path, i.imported_at, i.source "
+    "FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = se.study_pk"
+)
+
+
+def _patient_from_row(values) -> Patient:
+    return Patient(**dict(zip(_PATIENT_FIELDS, values)))
+
+
+class Library:
+    def __init__(self, root: Path | str | None = None, *, microchip_issuers: list[str] | tuple[str, ...] | None = None):
+        self.root = Path(root) if root is not None else library_root()
+        if microchip_issuers is None:
+            from app import settings
+
+            microchip_issuers = settings.load().microchip_issuers
+        self.microchip_issuers = tuple(microchip_issuers)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.store = FileStore(self.root / "files")
+            self.db = sqlite3.connect(self.root / "index.sqlite", isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        except OSError as exc:
+            raise StorageError(storage_message(exc, "the library")) from exc
+        except sqlite3.Error as exc:
+            raise LightboxError(f"The library index cannot be opened ({exc}).") from exc
+        try:
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            schema.migrate(self.db)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise LightboxError(f"The library index {self.root / 'index.sqlite'} is damaged ({exc}).") from exc
+        except BaseException:
+            self.db.close()
+            raise
+        self._in_batch = False
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._in_batch:
+            self.commit()
+        self.db.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def begin(self) -> None:
+        if not self._in_batch:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._in_batch = True
+
+    def commit(self) -> None:
+        if self._in_batch:
+            self.db.execute("COMMIT")
+            self._in_batch = False
+
+    def rollback(self) -> None:
+        if self._in_batch:
+            self.db.execute("ROLLBACK")
+            self._in_batch = False
+
+    # -- adding ---------------------------------------------------------------------------------
+
+    def has_instance(self, sop_uid: str) -> bool:
+        row = self.db.execute("SELECT path FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
+        return row is not None and self.store.absolute(row[0]).is_file()
+
+    def add(self, ds: Dataset, *, data: bytes | None = None, file: Path | None = None, source: str = "file") -> Added:
+        """Store one instance (its bytes, or a copy of its file) and index it.
+
+        Inside a batch (`begin` ... `commit`) the rows become visible at commit; outside, at once.
+        The file is on disk, complete, before its row is written.
+        """
+        sop_uid = _str(ds, "SOPInstanceUID")
+        study_uid = _str(ds, "StudyInstanceUID")
+        series_uid = _str(ds, "SeriesInstanceUID")
+        missing = [k for k, v in (("SOP Instance UID", sop_uid), ("Study Instance UID", study_uid),
+                                  ("Series Instance UID", series_uid)) if not v]
+        if missing:
+            raise UsageError(f"it has no {' and no '.join(missing)}, so it cannot be filed in the library")
+        old = self.db.execute("SELECT pk, path FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
+        if old is not None:
+            if self.store.absolute(old[1]).is_file():
+                return Added("duplicate", sop_uid, study_uid)
+            self._delete_instance_rows([old[0]])  # its file vanished: take this copy instead
+
+        relative = self.store.relative_path(study_uid, series_uid, sop_uid)
+        size = self.store.write(relative, data=data, source=file)
+        own = not self._in_batch
+        if own:
+            self.begin()
+        self.db.execute("SAVEPOINT one_instance")  # all rows of this instance, or none
+        try:
+            conflicts = self._index(ds, relative, size, source, study_uid, series_uid, sop_uid)
+            self.db.execute("RELEASE one_instance")
+        except BaseException:
+            self.db.execute("ROLLBACK TO one_instance")
+            self.db.execute("RELEASE one_instance")
+            if own:
+                self.rollback()
+            raise
+        if own:
+            self.commit()
+        return Added("imported", sop_uid, study_uid, conflicts)
+
+    def _index(self, ds, relative, size, source, study_uid, series_uid, sop_uid) -> list[Conflict]:
+        db = self.db
+        conflicts: list[Conflict] = []
+        incoming = patient_of(ds, self.microchip_issuers)
+        study = db.execute("SELECT pk, patient_pk FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
+        if study is None:
+            patient_pk, found = self._patient_pk(incoming)
+            conflicts.extend(found)
+            study_pk = self._insert_study(ds, study_uid, patient_pk)
+        else:
+            study_pk, patient_pk = study
+            existing = self._patient(patient_pk)
+            if patient_key(existing) != patient_key(incoming):
+                conflicts.append(Conflict(
+                    "study",
+                    f"Study {study_uid} is filed under {_who(existing)}, but a file of it names {_who(incoming)}; "
+                    "it was kept with the study. Check which patient is right.",
+                    existing, incoming, study_uid))
+            else:
+                self._fill_patient(patient_pk, existing, incoming)
+        series = db.execute("SELECT pk FROM series WHERE series_uid = ?", (series_uid,)).fetchone()
+        if series is None:
+            series_pk = db.execute(
+                "INSERT INTO series (study_pk, series_uid, modality, body_part, description, number) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (study_pk, series_uid, _str(ds, "Modality"), _str(ds, "BodyPartExamined"),
+                 _str(ds, "SeriesDescription"), _int(ds.get("SeriesNumber")))).lastrowid
+            db.execute("UPDATE studies SET series_count = series_count + 1 WHERE pk = ?", (study_pk,))
+            self._update_modalities(study_pk)
+        else:
+            series_pk = series[0]
+        meta = getattr(ds, "file_meta", None)
+        db.execute(
+            "INSERT INTO instances (series_pk, sop_uid, sop_class, transfer_syntax, rows, columns, frames, number, "
+            "position, file_size, path, imported_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (series_pk, sop_uid, _str(ds, "SOPClassUID"),
+             str(meta.get("TransferSyntaxUID", "")) if meta is not None else "",
+             _int(ds.get("Rows")), _int(ds.get("Columns")), _int(ds.get("NumberOfFrames")) or 1,
+             _int(ds.get("InstanceNumber")), slice_position(ds), size, relative, _now(), source))
+        db.execute("UPDATE studies SET instance_count = instance_count + 1 WHERE pk = ?", (study_pk,))
+        return conflicts
+
+    def _patient_pk(self, incoming: Patient) -> tuple[int, list[Conflict]]:
+        key = patient_key(incoming)
+        row = self.db.execute("SELECT pk FROM patients WHERE match_key = ?", (key,)).fetchone()
+        if row is not None:
+            self._fill_patient(row[0], self._patient(row[0]), incoming)
+            return row[0], []
+        conflicts = []
+        if incoming.id.strip():
+            for (pk,) in self.db.execute("SELECT pk FROM patients WHERE patient_id = ?", (incoming.id.strip(),)):
+                existing = self._patient(pk)
+                differs = [what for what, a, b in (("name", existing.name, incoming.name),
+                                                   ("species", existing.species, incoming.species))
+                           if fold(a) != fold(b)]
+                if differs:
+                    conflicts.append(Conflict(
+                        "patient-id",
+                        f"Patient ID {incoming.id} already belongs to {_who(existing)}; this file gives "
+                        f"another {' and '.join(differs)} ({_who(incoming)}). Both are kept apart.",
+                        existing, incoming))
+        values = [getattr(incoming, f) for f in _PATIENT_FIELDS]
+        pk = self.db.execute(
+            f"INSERT INTO patients (match_key, {', '.join(_PATIENT_COLUMNS)}, search) "
+            f"VALUES (?, {', '.join('?' * len(_PATIENT_COLUMNS))}, ?)",
+            (key, *values, _patient_search(incoming))).lastrowid
+        return pk, conflicts
+
+    def _fill_patient(self, pk: int, existing: Patient, incoming: Patient) -> None:
+        """Details the index lacks (breed, birth date ...) are taken from a later file; none are overwritten."""
+        updates = {col: getattr(incoming, f) for col, f in zip(_PATIENT_COLUMNS, _PATIENT_FIELDS)
+                   if not getattr(existing, f) and getattr(incoming, f)}
+        if updates:
+            merged = Patient(**{**{f: getattr(existing, f) for f in _PATIENT_FIELDS},
+                                **{f: getattr(incoming, f) for col, f in zip(_PATIENT_COLUMNS, _PATIENT_FIELDS)
+                                   if col in updates}})
+            sets = ", ".join(f"{c} = ?" for c in updates)
+            self.db.execute(f"UPDATE patients SET {sets}, search = ? WHERE pk = ?",
+                            (*updates.values(), _patient_search(merged), pk))
+
+    def _insert_study(self, ds: Dataset, study_uid: str, patient_pk: int) -> int:
+        description, accession = _str(ds, "StudyDescription"), _str(ds, "AccessionNumber")
+        return self.db.execute(
+            "INSERT INTO studies (patient_pk, study_uid, study_date, study_time, description, accession, "
+            "referring_physician, study_id, search, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (patient_pk, study_uid, _str(ds, "StudyDate"), _str(ds, "StudyTime"), description, accession,
+             _str(ds, "ReferringPhysicianName"), _str(ds, "StudyID"), fold(f"{accession} {description}"),
+             _now())).lastrowid
+
+    def _update_modalities(self, study_pk: int) -> None:
+        found = sorted({m for (m,) in self.db.execute(
+            "SELECT DISTINCT modality FROM series WHERE study_pk = ? AND modality != ''", (study_pk,))})
+        self.db.execute("UPDATE studies SET modalities = ? WHERE pk = ?", ("\\".join(found), study_pk))
+
+    def _patient(self, pk: int) -> Patient:
+        row = self.db.execute(f"SELECT {', '.join(_PATIENT_COLUMNS)} FROM patients WHERE pk = ?", (pk,)).fetchone()
+        return _patient_from_row(row)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def studies(self, query: str = "", *, limit: int | None = None) -> list[StudyRecord]:
+        """Studies, newest first; every word of `query` must occur in the patient's name, ID, owner, species,
+        breed or microchip, or in the study's accession or description."""
+        sql, args = _STUDY_SELECT, []
+        words = fold(query).split()
+        if words:
+            clauses = []
+            for word in words:
+                pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                clauses.append("(p.search LIKE ? ESCAPE '\\' OR s.search LIKE ? ESCAPE '\\')")
+                args += [pattern, pattern]
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY s.study_date DESC, s.study_time DESC, s.pk DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_study(row) for row in self.db.execute(sql, args)]
+
+    def study(self, uid: str) -> StudyRecord:
+        row = self.db.execute(_STUDY_SELECT + " WHERE s.study_uid = ?", (uid,)).fetchone()
+        if row is None:
+            raise UsageError(f"There is no study {uid} in the library.")
+        return _study(row)
+
+    def priors(self, uid: str) -> list[StudyRecord]:
+        """The same patient's other studies, newest first."""
+        study = self.study(uid)
+        return [_study(row) for row in self.db.execute(
+            _STUDY_SELECT + " WHERE s.patient_pk = ? AND s.study_uid != ? "
+            "ORDER BY s.study_date DESC, s.study_time DESC, s.pk DESC", (study.patient_pk, uid))]
+
+    def series(self, study_uid: str) -> list[SeriesRecord]:
+        self.study(study_uid)
+        return [SeriesRecord(*row) for row in self.db.execute(
+            "SELECT se.series_uid, st.study_uid, se.modality, se.body_part, se.description, se.number, "
+            "(SELECT COUNT(*) FROM instances i WHERE i.series_pk = se.pk) "
+            "FROM series se JOIN studies st ON st.pk = se.study_pk WHERE st.study_uid = ? "
+            "ORDER BY se.number IS NULL, se.number, se.series_uid", (study_uid,))]
+
+    def instances(self, *, study_uid: str | None = None, series_uid: str | None = None) -> list[InstanceRecord]:
+        if series_uid is not None:
+            where, arg = "se.series_uid = ?", series_uid
+        elif study_uid is not None:
+            where, arg = "st.study_uid = ?", study_uid
+        else:
+            raise ValueError("study_uid or series_uid")
+        rows = self.db.execute(_INSTANCE_SELECT + f" WHERE {where} "
+                               "ORDER BY se.number IS NULL, se.number, se.series_uid, i.number IS NULL, i.number, "
+                               "i.position, i.sop_uid", (arg,))
+        return [self._instance(row) for row in rows]
+
+    def viewer_series(self, study_uid: str) -> list[Series]:
+        """A study's series as the viewer pages through them, straight from the index (no file is read)."""
+        study = self.study(study_uid)
+        records = {s.uid: s for s in self.series(study_uid)}
+        out: dict[str, Series] = {}
+        for inst in self.instances(study_uid=study_uid):
+            series = out.get(inst.series_uid)
+            if series is None:
+                record = records[inst.series_uid]
+                series = out[inst.series_uid] = Series(
+                    uid=record.uid, study_uid=study_uid, modality=record.modality, number=record.number,
+                    description=record.description, patient=study.patient, study_date=study.date,
+                    study_description=study.description)
+            if inst.rows:
+                series.instances.append(Instance(inst.path, inst.sop_uid, inst.number, inst.frames, inst.position))
+        return [s for s in out.values() if s.instances]
+
+    def instance(self, sop_uid: str) -> InstanceRecord:
+        row = self.db.execute(_INSTANCE_SELECT + " WHERE i.sop_uid = ?", (sop_uid,)).fetchone()
+        if row is None:
+            raise UsageError(f"There is no instance {sop_uid} in the library.")
+        return self._instance(row)
+
+    def _instance(self, row) -> InstanceRecord:
+        values = list(row)
+        values[11] = self.store.absolute(values[11])
+        return InstanceRecord(*values)
+
+    def counts(self) -> dict[str, int]:
+        return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("patients", "studies", "series", "instances")}
+
+    # -- removing -------------------------------------------------------------------------------
+
+    def remove_study(self, uid: str) -> int:
+        """Take a study out of the index and delete its files; returns the number of instances removed."""
+        study = self.study(uid)
+        self.begin()
+        try:
+            rows = self.db.execute(
+                "SELECT i.pk, i.path FROM instances i JOIN series se ON se.pk = i.series_pk "
+                "JOIN studies st ON st.pk = se.study_pk WHERE st.study_uid = ?", (uid,)).fetchall()
+            self.db.executemany("INSERT OR IGNORE INTO pending_deletes (path) VALUES (?)", [(p,) for _, p in rows])
+            self.db.execute("DELETE FROM instances WHERE series_pk IN (SELECT se.pk FROM series se "
+                            "JOIN studies st ON st.pk = se.study_pk WHERE st.study_uid = ?)", (uid,))
+            self.db.execute("DELETE FROM series WHERE study_pk = (SELECT pk FROM studies WHERE study_uid = ?)", (uid,))
+            self.db.execute("DELETE FROM studies WHERE study_uid = ?", (uid,))
+            self.db.execute("DELETE FROM patients WHERE pk = ? AND NOT EXISTS "
+                            "(SELECT 1 FROM studies WHERE patient_pk = ?)", (study.patient_pk, study.patient_pk))
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        self._finish_deletes()
+        return len(rows)
+
+    def _delete_instance_rows(self, pks: list[int]) -> None:
+        own = not self._in_batch
+        if own:
+            self.begin()
+        for pk in pks:
+            row = self.db.execute("SELECT i.path, se.study_pk FROM instances i JOIN series se ON se.pk = i.series_pk "
+                                  "WHERE i.pk = ?", (pk,)).fetchone()
+            if row is None:
+                continue
+            self.db.execute("DELETE FROM instances WHERE pk = ?", (pk,))
+            self.db.execute("UPDATE studies SET instance_count = instance_count - 1 WHERE pk = ?", (row[1],))
+        if own:
+            self.commit()
+
+    def _finish_deletes(self) -> None:
+        for (path,) in self.db.execute("SELECT path FROM pending_deletes").fetchall():
+            try:
+                self.store.remove(path)
+            except OSError as exc:
+                log.warning("could not delete %s: %s", path, exc)
+                continue
+            self.db.execute("DELETE FROM pending_deletes WHERE path = ?", (path,))
+
+    # -- consistency ----------------------------------------------------------------------------
+
+    def check(self, *, repair: bool = True) -> CheckReport:
+        """Compare the index with the files: rows without files, files without rows, leftover partial files.
+
+        With repair, rows whose file is gone are dropped, complete files without a row are indexed again
+        (nothing received is lost) and partial files are deleted. Run it when no import is under way.
+        """
+        from app.dicom.reading import read
+
+        report = CheckReport()
+        if repair:
+            self._finish_deletes()
+        for path in self.store.partial_files():
+            report.partial_files_removed.append(str(path))
+            if repair:
+                path.unlink(missing_ok=True)
+        indexed = {}
+        for pk, path in self.db.execute("SELECT pk, path FROM instances"):
+            indexed[path] = pk
+        on_disk = set(self.store.files())
+        missing = [p for p in indexed if p not in on_disk]
+        report.missing_files = [str(self.store.absolute(p)) for p in missing]
+        if repair and missing:
+            self._delete_instance_rows([indexed[p] for p in missing])
+        for relative in sorted(on_disk - indexed.keys()):
+            absolute = self.store.absolute(relative)
+            try:
+                ds = read(absolute, header_only=True)
+            except LightboxError:
+                report.unreadable_files.append(str(absolute))
+                continue
+            report.adopted_files.append(str(absolute))
+            if repair:
+                expected = self.store.relative_path(_str(ds, "StudyInstanceUID"), _str(ds, "SeriesInstanceUID"),
+                                                    _str(ds, "SOPInstanceUID"))
+                if expected != relative or self.db.execute("SELECT 1 FROM instances WHERE sop_uid = ?",
+                                                           (_str(ds, "SOPInstanceUID"),)).fetchone():
+                    report.unreadable_files.append(str(absolute))  # misplaced or a second copy: left for a person
+                    report.adopted_files.pop()
+                    continue
+                self.begin()
+                try:
+                    self._index(ds, relative, absolute.stat().st_size, "recovered", _str(ds, "StudyInstanceUID"),
+                                _str(ds, "SeriesInstanceUID"), _str(ds, "SOPInstanceUID"))
+                    self.commit()
+                except BaseException:
+                    self.rollback()
+                    raise
+        return report
+
+
+def _study(row) -> StudyRecord:
+    return StudyRecord(*row[:11], patient=_patient_from_row(row[12:]), patient_pk=row[11])
+
+
+def _patient_search(patient: Patient) -> str:
+    return fold(" ".join((patient.name, patient.id, patient.owner, patient.species, patient.breed, patient.microchip)))
+
+
+def _who(patient: Patient) -> str:
+    parts = [patient.name or "(no name)"]
+    if patient.species:
+        parts.append(patient.species)
+    if patient.owner:
+        parts.append(f"owner {patient.owner}")
+    return f"'{', '.join(parts)}'"
+
+
+

@@ -1,0 +1,124 @@
+"""The index's tables, and the migrations that bring any older index up to date.
+
+`PRAGMA user_version` holds the schema version. MIGRATIONS[n] takes version n to n + 1; a new release
+appends to the list and never edits an entry already shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from app.errors import LightboxError
+
+_V1 = """
+CREATE TABLE patients (
+    pk INTEGER PRIMARY KEY,
+    match_key TEXT NOT NULL UNIQUE,
+    patient_id TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
+    species TEXT NOT NULL DEFAULT '',
+    breed TEXT NOT NULL DEFAULT '',
+    sex TEXT NOT NULL DEFAULT '',
+    birth_date TEXT NOT NULL DEFAULT '',
+    neutered TEXT NOT NULL DEFAULT '',
+    microchip TEXT NOT NULL DEFAULT '',
+    owner_role TEXT NOT NULL DEFAULT '',
+    owner_organization TEXT NOT NULL DEFAULT '',
+    search TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX patients_by_id ON patients (patient_id);
+
+CREATE TABLE studies (
+    pk INTEGER PRIMARY KEY,
+    patient_pk INTEGER NOT NULL REFERENCES patients (pk),
+    study_uid TEXT NOT NULL UNIQUE,
+    study_date TEXT NOT NULL DEFAULT '',
+    study_time TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    accession TEXT NOT NULL DEFAULT '',
+    referring_physician TEXT NOT NULL DEFAULT '',
+    study_id TEXT NOT NULL DEFAULT '',
+    modalities TEXT NOT NULL DEFAULT '',
+    series_count INTEGER NOT NULL DEFAULT 0,
+    instance_count INTEGER NOT NULL DEFAULT 0,
+    search TEXT NOT NULL DEFAULT '',
+    added_at TEXT NOT NULL
+);
+CREATE INDEX studies_by_patient ON studies (patient_pk);
+CREATE INDEX studies_by_date ON studies (study_date, study_time);
+
+CREATE TABLE series (
+    pk INTEGER PRIMARY KEY,
+    study_pk INTEGER NOT NULL REFERENCES studies (pk),
+    series_uid TEXT NOT NULL UNIQUE,
+    modality TEXT NOT NULL DEFAULT '',
+    body_part TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    number INTEGER
+);
+CREATE INDEX series_by_study ON series (study_pk);
+
+CREATE TABLE instances (
+    pk INTEGER PRIMARY KEY,
+    series_pk INTEGER NOT NULL REFERENCES series (pk),
+    sop_uid TEXT NOT NULL UNIQUE,
+    sop_class TEXT NOT NULL DEFAULT '',
+    transfer_syntax TEXT NOT NULL DEFAULT '',
+    rows INTEGER,
+    columns INTEGER,
+    frames INTEGER NOT NULL DEFAULT 1,
+    number INTEGER,
+    position REAL,
+    file_size INTEGER NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    imported_at TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX instances_by_series ON instances (series_pk);
+
+-- files whose rows are gone but which may still be on disk: deleted (again) by the next check
+CREATE TABLE pending_deletes (path TEXT PRIMARY KEY);
+"""
+
+MIGRATIONS: list[str] = [_V1]
+VERSION = len(MIGRATIONS)
+
+
+class IndexTooNew(LightboxError):
+    pass
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the index to VERSION, one migration per transaction; returns the version found."""
+    found = db.execute("PRAGMA user_version").fetchone()[0]
+    if found > VERSION:
+        raise IndexTooNew(
+            f"The library was written by a newer Lightbox (index version {found}; this one knows {VERSION}). "
+            "Update Lightbox to open it.")
+    for version in range(found, VERSION):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[version]):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit on its own)."""
+    out, current = [], []
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        current.append(line)
+        if line.rstrip().endswith(";") and sqlite3.complete_statement("\n".join(current)):
+            out.append("\n".join(current))
+            current = []
+    if "".join(current).strip():
+        out.append("\n".join(current))
+    return out

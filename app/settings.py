@@ -1,0 +1,66 @@
+"""User settings: one JSON file in the config folder; unknown keys are kept, bad values fall back to defaults."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from app import paths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Settings:
+    # Issuers of Patient ID whose OtherPatientIDsSequence entry is the microchip number (besides type RFID).
+    microchip_issuers: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict, repr=False)
+
+
+def settings_file() -> Path:
+    return paths.config_dir() / "settings.json"
+
+
+def load() -> Settings:
+    path = settings_file()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, ValueError) as exc:
+        log.warning("settings file %s unreadable (%s); using defaults", path, exc)
+        return Settings()
+    if not isinstance(data, dict):
+        return Settings()
+    settings = Settings()
+    known = {f.name: f for f in fields(Settings) if f.name != "extra"}
+    for key, value in data.items():
+        if key in known:
+            default = getattr(settings, key)
+            if isinstance(value, type(default)):
+                setattr(settings, key, value)
+            else:
+                log.warning("setting %s has a value of the wrong type; using the default", key)
+        else:
+            settings.extra[key] = value
+    return settings
+
+
+def save(settings: Settings) -> None:
+    data = dict(settings.extra)
+    data.update({k: v for k, v in asdict(settings).items() if k != "extra"})
+    path = settings_file()
+    fd, tmp = tempfile.mkstemp(prefix=".settings-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fp:
+            json.dump(data, fp, indent=2, ensure_ascii=False)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
