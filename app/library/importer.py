@@ -168,7 +168,11 @@ class _Import:
 
     def _expand(self, path: Path) -> Iterator[_Item]:
         if path.is_dir():
+            own = self.library.root.resolve()
             for root, dirs, names in os.walk(path):
+                if Path(root).resolve() == own:  # a folder holding the library itself
+                    dirs[:] = []
+                    continue
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(names):
                     if name.startswith(".") or name.upper() == "DICOMDIR":

@@ -69,7 +69,10 @@ class FileStore:
                 size = out.tell()
             os.replace(partial, final)
         except OSError as exc:
-            partial.unlink(missing_ok=True)
+            try:
+                partial.unlink(missing_ok=True)
+            except OSError:
+                pass
             raise StorageError(storage_message(exc, final.stem)) from exc
         return size
 
