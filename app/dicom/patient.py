@@ -179,7 +179,7 @@ def write_patient(ds: Dataset, patient: Patient) -> None:
 
 def _code_item(code: Code) -> Dataset:
     item = Dataset()
-    if len(code.value) > 16:  # longer than SH allows
+    if len(code.value.encode("utf-8")) > 16:  # longer than SH allows
         item.LongCodeValue = code.value
     else:
         item.CodeValue = code.value
