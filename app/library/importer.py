@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import logging
+import multiprocessing
 import os
+import sqlite3
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import CancelledError, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +20,8 @@ from pydicom.dataset import Dataset
 
 from app.dicom.reading import read
 from app.errors import Cancelled, FileProblem, LightboxError
-from app.library.library import Conflict, Library
-from app.library.store import StorageError
+from app.library.library import Conflict, InstanceFields, Library, instance_fields
+from app.library.store import FileStore, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,8 @@ IN_MEMORY_LIMIT = 256 << 20  # larger files are parsed and copied from disk, not
 ZIP_MEMBER_LIMIT = 4 << 30
 COMMIT_EVERY = 200  # instances per index transaction
 COMMIT_SECONDS = 1.0
+PARALLEL_FROM = 200  # files; fewer are imported in this process (starting workers costs ~0.5 s)
+CHUNK = 16
 
 
 @dataclass
@@ -76,11 +82,27 @@ class ImportResult:
 
 @dataclass
 class _Item:
-    """One thing to import: a file on disk or a member of an archive."""
+    """One thing to import: a file, a member of a zip archive, or bytes in memory."""
     label: str
     path: Path | None = None
-    read_bytes: Callable[[], bytes] | None = None
+    archive: Path | None = None
+    member: str = ""
+    data: bytes | None = None
     size: int = 0
+    problem: str = ""  # known to be unusable before reading
+
+
+@dataclass
+class _Prepared:
+    """An item read, checked and (unless a duplicate) stored; the index is written by the importer."""
+    label: str
+    kind: str  # "stored" | "duplicate" | "failed" | "storage" | "photo"
+    fields: InstanceFields | None = None
+    relative: str = ""
+    partial: str = ""  # written, not yet flushed and renamed: the importer publishes it with its batch
+    size: int = 0
+    error: str = ""
+    photo: bytes | None = None
 
 
 def import_paths(paths, *, library: Library | None = None, source: str = "file", context=None,
@@ -99,16 +121,62 @@ def import_paths(paths, *, library: Library | None = None, source: str = "file",
             library.close()
 
 
-def import_datasets(items, *, library: Library | None = None, source: str, reporter=None) -> ImportResult:
+def import_datasets(items, *, library: Library | None = None, source: str, context=None,
+                    reporter=None) -> ImportResult:
     """Import bytes already in memory (downloads, retrieves): items are (label, bytes) pairs."""
     own = library is None
     library = library or Library()
     try:
-        run = _Import(library, source, None, reporter)
-        return run.run_items([_Item(label, read_bytes=(lambda d=data: d), size=len(data)) for label, data in items])
+        run = _Import(library, source, context, reporter)
+        return run.run_items([_Item(label, data=data, size=len(data)) for label, data in items], parallel=False)
     finally:
         if own:
             library.close()
+
+
+class _Preparer:
+    """Reads, checks and stores items. Runs in the importing process, or in worker processes."""
+
+    def __init__(self, library_root: Path, issuers: tuple[str, ...]):
+        self.store = FileStore(library_root / "files")
+        self.db_path = library_root / "index.sqlite"
+        self.issuers = issuers
+        self._db: sqlite3.Connection | None = None
+
+    def _stored(self, sop_uid: str) -> bool:
+        if self._db is None:
+            self._db = sqlite3.connect(f"{self.db_path.as_uri()}?mode=ro", uri=True, timeout=10)
+        row = self._db.execute("SELECT path FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
+        return row is not None and self.store.absolute(row[0]).is_file()
+
+    def __call__(self, item: _Item) -> _Prepared:
+        try:
+            loaded = _load(item)
+            if isinstance(loaded, _Prepared):
+                return loaded
+            ds, data, file = loaded
+            fields = instance_fields(ds, self.issuers)
+            if self._stored(fields.sop_uid):
+                return _Prepared(item.label, "duplicate", fields)
+            relative = self.store.relative_path(fields.study_uid, fields.series_uid, fields.sop_uid)
+            partial, size = self.store.write_partial(relative, data=data, source=file)
+            return _Prepared(item.label, "stored", fields, relative, partial, size)
+        except StorageError as exc:
+            return _Prepared(item.label, "storage", error=str(exc))
+        except LightboxError as exc:
+            return _Prepared(item.label, "failed", error=getattr(exc, "reason", None) or str(exc))
+
+
+_worker: _Preparer | None = None
+
+
+def _start_worker(library_root: Path, issuers: tuple[str, ...]) -> None:
+    global _worker
+    _worker = _Preparer(library_root, issuers)
+
+
+def _prepare_chunk(items: list[_Item]) -> list[_Prepared]:
+    return [_worker(item) for item in items]
 
 
 class _Import:
@@ -120,6 +188,8 @@ class _Import:
         self.result = ImportResult()
         self._captured = 0
         self._conflict_keys: set[tuple] = set()
+        self._batch: list[tuple[str, str, int]] = []  # (partial, relative, entry index) awaiting publish
+        self._last_commit = time.monotonic()
 
     def run(self, paths: list[Path]) -> ImportResult:
         if self.reporter:
@@ -131,38 +201,144 @@ class _Import:
                 self.reporter.check()
         return self.run_items(items)
 
-    def run_items(self, items: list[_Item]) -> ImportResult:
+    def run_items(self, items: list[_Item], parallel: bool = True) -> ImportResult:
         library, reporter = self.library, self.reporter
         if reporter:
             reporter.update(0, len(items), f"Importing {len(items)} file{'s' if len(items) != 1 else ''}")
-        last_commit, pending = time.monotonic(), 0
         library.begin()
         try:
-            for n, item in enumerate(items, 1):
-                if reporter and (n % 8 == 1 or n == len(items)):
-                    reporter.update(n - 1)
-                try:
-                    self._one(item)
-                except StorageError as exc:
-                    self.result.entries.append(ImportEntry(item.label, "failed", error=str(exc)))
-                    self.result.stopped = str(exc)
-                    break
-                pending += 1
-                if pending >= COMMIT_EVERY or time.monotonic() - last_commit > COMMIT_SECONDS:
-                    library.commit()
-                    library.begin()
-                    last_commit, pending = time.monotonic(), 0
-            library.commit()
+            if parallel and len(items) >= PARALLEL_FROM and (os.cpu_count() or 1) > 1:
+                self._parallel(items)
+            else:
+                preparer = _Preparer(library.root, library.microchip_issuers)
+                for n, item in enumerate(items):
+                    if reporter and n % 8 == 0:
+                        reporter.update(n)
+                    if not self._take(preparer(item)):
+                        break
+            self._commit()
         except (Cancelled, KeyboardInterrupt):
-            library.commit()  # what was imported stays imported
+            self._commit()  # what was imported stays imported
             raise
         except BaseException:
             library.rollback()
+            for partial, _, _ in self._batch:
+                library.store.discard(partial)
             raise
         if reporter:
             reporter.update(len(items), message=self.result.summary())
         log.info("import from %s: %s", self.source, self.result.summary())
         return self.result
+
+    def _parallel(self, items: list[_Item]) -> None:
+        """Worker processes read and store (both cores busy, fsyncs overlapped); this one indexes, in order."""
+        workers = min(8, os.cpu_count() or 1)  # more only adds contention: the flushes are batched
+        context = multiprocessing.get_context("spawn")  # never fork a process that may run Qt threads
+        chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+        done = 0
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                 initargs=(self.library.root, self.library.microchip_issuers)) as pool:
+            futures = [pool.submit(_prepare_chunk, chunk) for chunk in chunks]
+            try:
+                for n, future in enumerate(futures):
+                    if self.reporter:
+                        self.reporter.update(done)
+                    try:
+                        prepared = future.result()
+                    except BrokenProcessPool:
+                        log.warning("import workers stopped; going on in this process")
+                        preparer = _Preparer(self.library.root, self.library.microchip_issuers)
+                        for chunk in chunks[n:]:
+                            for item in chunk:
+                                if self.reporter:
+                                    self.reporter.check()
+                                if not self._take(preparer(item)):
+                                    return
+                        return
+                    for p in prepared:
+                        if not self._take(p):
+                            for f in futures:
+                                f.cancel()
+                            return
+                    done += len(chunks[n])
+            except BaseException:
+                # Cancelled: stop the queue, but index what the workers already stored.
+                for f in futures:
+                    f.cancel()
+                for f in futures:
+                    try:
+                        for p in f.result():
+                            if p.kind == "stored":
+                                self._take(p)
+                    except (CancelledError, BrokenProcessPool):
+                        continue
+                raise
+
+    def _take(self, prepared: _Prepared) -> bool:
+        """Index one prepared item and record its outcome; False when the import must stop."""
+        result = self.result
+        if prepared.kind == "photo":
+            prepared = self._capture(prepared)
+        if prepared.kind == "storage":
+            result.entries.append(ImportEntry(prepared.label, "failed", error=prepared.error))
+            result.stopped = prepared.error
+            return False
+        if prepared.kind == "failed":
+            result.entries.append(ImportEntry(prepared.label, "failed", error=prepared.error))
+            return True
+        f = prepared.fields
+        if prepared.kind == "duplicate":
+            result.entries.append(ImportEntry(prepared.label, "duplicate", f.sop_uid, f.study_uid))
+            return True
+        added = self.library.index(f, prepared.relative, prepared.size, self.source)
+        result.entries.append(ImportEntry(prepared.label, added.status, added.sop_uid, added.study_uid))
+        if added.status == "imported":
+            self._batch.append((prepared.partial, prepared.relative, len(result.entries) - 1))
+        else:
+            self.library.store.discard(prepared.partial)
+        for conflict in added.conflicts:
+            key = (conflict.kind, conflict.study_uid, repr(conflict.existing), repr(conflict.incoming))
+            if key not in self._conflict_keys:
+                self._conflict_keys.add(key)
+                result.conflicts.append(conflict)
+        if len(self._batch) >= COMMIT_EVERY or time.monotonic() - self._last_commit > COMMIT_SECONDS:
+            if not self._commit():
+                return False
+            self.library.begin()
+        return True
+
+    def _commit(self) -> bool:
+        """Flush and rename the batch's files, then commit its rows: a row never names a missing file."""
+        batch, self._batch = self._batch, []
+        self._last_commit = time.monotonic()
+        try:
+            self.library.store.publish([(partial, relative) for partial, relative, _ in batch])
+        except StorageError as exc:
+            self.library.rollback()
+            for _, _, index in batch:
+                self.result.entries[index].status = "failed"
+                self.result.entries[index].error = str(exc)
+            self.result.stopped = str(exc)
+            return False
+        self.library.commit()
+        return True
+
+    def _capture(self, prepared: _Prepared) -> _Prepared:
+        """A photo becomes a Secondary Capture image of the context's patient and study."""
+        from app.dicom.capture import capture_kind, secondary_capture
+
+        kind = capture_kind(prepared.photo[:16]) or "photo"
+        if self.context is None:
+            return _Prepared(prepared.label, "failed", error=f"a {kind.upper()} image: to import photos, say "
+                             "which patient and study they belong to")
+        self._captured += 1
+        try:
+            ds = secondary_capture(prepared.photo, self.context, name=os.path.basename(prepared.label),
+                                   instance_number=self._captured)
+        except LightboxError as exc:
+            return _Prepared(prepared.label, "failed", error=getattr(exc, "reason", None) or str(exc))
+        return _Preparer(self.library.root, self.library.microchip_issuers)(
+            _Item(prepared.label, data=_part10(ds)))
 
     # -- finding files --------------------------------------------------------------------------
 
@@ -189,10 +365,13 @@ class _Import:
             with open(path, "rb") as fp:
                 head = fp.read(4)
         except FileNotFoundError:
-            yield _Item(str(path), path, size=-1)
+            yield _Item(str(path), problem="file not found")
             return
-        except OSError:
-            yield _Item(str(path), path, size=0)
+        except PermissionError:
+            yield _Item(str(path), problem="permission denied")
+            return
+        except OSError as exc:
+            yield _Item(str(path), problem=f"cannot be read ({exc.strerror or exc})")
             return
         if head == b"PK\x03\x04" and zipfile.is_zipfile(path):
             yield from self._zip(path)
@@ -213,10 +392,10 @@ class _Import:
 
     def _zip(self, path: Path) -> Iterator[_Item]:
         try:
-            archive = zipfile.ZipFile(path)
-            members = [m for m in archive.infolist() if not m.is_dir()]
+            with zipfile.ZipFile(path) as archive:
+                members = [m for m in archive.infolist() if not m.is_dir()]
         except (zipfile.BadZipFile, OSError) as exc:
-            yield _Item(str(path), path, read_bytes=lambda: _raise(FileProblem(str(path), f"damaged zip archive ({exc})")))
+            yield _Item(str(path), problem=f"damaged zip archive ({exc})")
             return
         for member in members:
             name = member.filename
@@ -224,77 +403,55 @@ class _Import:
             if base.startswith(".") or "__MACOSX/" in name or base.upper() == "DICOMDIR":
                 continue
             label = f"{path}/{name}"
-            yield _Item(label, read_bytes=lambda m=member, a=archive, l=label: _zip_member(a, m, l),
-                        size=member.file_size)
+            yield _Item(label, archive=path, member=name, size=member.file_size)
 
-    # -- one file -------------------------------------------------------------------------------
-
-    def _one(self, item: _Item) -> None:
+def _load(item: _Item):
+    """(dataset, bytes or None, file or None) to store; or a _Prepared for a photo or a known problem."""
+    if item.problem:
+        raise FileProblem(item.label, item.problem)
+    if item.path is not None and item.size > IN_MEMORY_LIMIT:
+        ds = read(item.path, name=item.label)
+        if _has_file_meta_on_disk(item.path):
+            return ds, None, item.path
+        return ds, _part10(ds), None
+    if item.data is not None:
+        data = item.data
+    elif item.archive is not None:
+        data = _zip_member(item.archive, item.member, item.label)
+    else:
         try:
-            ds, data, file = self._load(item)
-            added = self.library.add(ds, data=data, file=file, source=self.source)
-        except Cancelled:
-            raise
-        except StorageError:
-            raise
-        except LightboxError as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
-            self.result.entries.append(ImportEntry(item.label, "failed", error=reason))
-            return
-        self.result.entries.append(ImportEntry(item.label, added.status, added.sop_uid, added.study_uid))
-        for conflict in added.conflicts:
-            key = (conflict.kind, conflict.study_uid, repr(conflict.existing), repr(conflict.incoming))
-            if key not in self._conflict_keys:
-                self._conflict_keys.add(key)
-                self.result.conflicts.append(conflict)
-
-    def _load(self, item: _Item) -> tuple[Dataset, bytes | None, Path | None]:
-        """The dataset, and the bytes (or the file) to store for it."""
-        if item.size == -1:
-            raise FileProblem(item.label, "file not found")
-        if item.path is not None and item.size > IN_MEMORY_LIMIT:
-            ds = read(item.path, name=item.label)
-            if _has_file_meta_on_disk(item.path):
-                return ds, None, item.path
-            return ds, _part10(ds), None
-        try:
-            data = item.read_bytes() if item.read_bytes else item.path.read_bytes()
+            data = item.path.read_bytes()
         except PermissionError:
             raise FileProblem(item.label, "permission denied") from None
         except OSError as exc:
             raise FileProblem(item.label, f"cannot be read ({exc.strerror or exc})") from None
-        from app.dicom.capture import capture_kind, secondary_capture
+    if data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n":
+        return _Prepared(item.label, "photo", photo=data)
+    ds = read(data, name=item.label)
+    if "DirectoryRecordSequence" in ds:
+        raise FileProblem(item.label, "a DICOMDIR index, not an image (import its folder instead)")
+    if data[128:132] != b"DICM":
+        return ds, _part10(ds), None  # a bare dataset: stored as a proper Part 10 file
+    return ds, data, None
 
-        kind = capture_kind(data[:16])
-        if kind:
-            if self.context is None:
-                raise FileProblem(item.label, f"a {kind.upper()} image: to import photos, say which patient and "
-                                  "study they belong to")
-            self._captured += 1
-            ds = secondary_capture(data, self.context, name=os.path.basename(item.label),
-                                   instance_number=self._captured)
-            return ds, _part10(ds), None
-        ds = read(data, name=item.label)
-        if "DirectoryRecordSequence" in ds:
-            raise FileProblem(item.label, "a DICOMDIR index, not an image (import its folder instead)")
-        if data[128:132] != b"DICM":
-            return ds, _part10(ds), None  # a bare dataset: stored as a proper Part 10 file
-        return ds, data, None
+_open_archive: list = []  # (path, ZipFile): the archive last read, kept open for its next member
 
 
-def _raise(exc):
-    raise exc
-
-
-def _zip_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, label: str) -> bytes:
-    if member.file_size > ZIP_MEMBER_LIMIT:
-        raise FileProblem(label, "too large to import from an archive; unpack it first")
+def _zip_member(path: Path, name: str, label: str) -> bytes:
     try:
+        if not _open_archive or _open_archive[0][0] != path:
+            while _open_archive:
+                _open_archive.pop()[1].close()
+            _open_archive.append((path, zipfile.ZipFile(path)))
+        archive = _open_archive[0][1]
+        member = archive.getinfo(name)
+        if member.file_size > ZIP_MEMBER_LIMIT:
+            raise FileProblem(label, "too large to import from an archive; unpack it first")
         with archive.open(member) as fp:
             data = fp.read(ZIP_MEMBER_LIMIT + 1)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
         raise FileProblem(label, f"damaged in the zip archive ({exc})") from None
-    except RuntimeError as exc:  # encrypted member
+    except RuntimeError as exc:  # an encrypted member
         raise FileProblem(label, f"cannot be read from the zip archive ({exc})") from None
     if len(data) > ZIP_MEMBER_LIMIT:
         raise FileProblem(label, "too large to import from an archive; unpack it first")

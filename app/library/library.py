@@ -132,6 +132,52 @@ class Conflict:
                 "existing": self.existing.as_dict(), "incoming": self.incoming.as_dict()}
 
 
+@dataclass(frozen=True)
+class InstanceFields:
+    """What the index keeps of one instance: read once from its header (and cheap to pass between processes)."""
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    patient: Patient
+    study_date: str = ""
+    study_time: str = ""
+    study_description: str = ""
+    accession: str = ""
+    referring_physician: str = ""
+    study_id: str = ""
+    modality: str = ""
+    body_part: str = ""
+    series_description: str = ""
+    series_number: int | None = None
+    sop_class: str = ""
+    transfer_syntax: str = ""
+    rows: int | None = None
+    columns: int | None = None
+    frames: int = 1
+    instance_number: int | None = None
+    position: float | None = None
+
+
+def instance_fields(ds: Dataset, microchip_issuers=()) -> InstanceFields:
+    uids = [_str(ds, k) for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")]
+    missing = [name for name, v in zip(("SOP Instance UID", "Study Instance UID", "Series Instance UID"), uids)
+               if not v]
+    if missing:
+        raise UsageError(f"it has no {' and no '.join(missing)}, so it cannot be filed in the library")
+    meta = getattr(ds, "file_meta", None)
+    return InstanceFields(
+        *uids, patient=patient_of(ds, microchip_issuers),
+        study_date=_str(ds, "StudyDate"), study_time=_str(ds, "StudyTime"),
+        study_description=_str(ds, "StudyDescription"), accession=_str(ds, "AccessionNumber"),
+        referring_physician=_str(ds, "ReferringPhysicianName"), study_id=_str(ds, "StudyID"),
+        modality=_str(ds, "Modality"), body_part=_str(ds, "BodyPartExamined"),
+        series_description=_str(ds, "SeriesDescription"), series_number=_int(ds.get("SeriesNumber")),
+        sop_class=_str(ds, "SOPClassUID"),
+        transfer_syntax=str(meta.get("TransferSyntaxUID", "")) if meta is not None else "",
+        rows=_int(ds.get("Rows")), columns=_int(ds.get("Columns")), frames=_int(ds.get("NumberOfFrames")) or 1,
+        instance_number=_int(ds.get("InstanceNumber")), position=slice_position(ds))
+
+
 @dataclass
 class Added:
     status: str  # "imported" | "duplicate"
@@ -243,27 +289,34 @@ class Library:
         Inside a batch (`begin` ... `commit`) the rows become visible at commit; outside, at once.
         The file is on disk, complete, before its row is written.
         """
-        sop_uid = _str(ds, "SOPInstanceUID")
-        study_uid = _str(ds, "StudyInstanceUID")
-        series_uid = _str(ds, "SeriesInstanceUID")
-        missing = [k for k, v in (("SOP Instance UID", sop_uid), ("Study Instance UID", study_uid),
-                                  ("Series Instance UID", series_uid)) if not v]
-        if missing:
-            raise UsageError(f"it has no {' and no '.join(missing)}, so it cannot be filed in the library")
-        old = self.db.execute("SELECT pk, path FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
-        if old is not None:
-            if self.store.absolute(old[1]).is_file():
-                return Added("duplicate", sop_uid, study_uid)
-            self._delete_instance_rows([old[0]])  # its file vanished: take this copy instead
-
-        relative = self.store.relative_path(study_uid, series_uid, sop_uid)
+        fields = instance_fields(ds, self.microchip_issuers)
+        if self.is_stored(fields.sop_uid):
+            return Added("duplicate", fields.sop_uid, fields.study_uid)
+        relative = self.store.relative_path(fields.study_uid, fields.series_uid, fields.sop_uid)
         size = self.store.write(relative, data=data, source=file)
+        return self.index(fields, relative, size, source)
+
+    def is_stored(self, sop_uid: str) -> bool:
+        """Whether the instance is in the index with its file; a row whose file vanished is dropped."""
+        old = self.db.execute("SELECT pk, path FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
+        if old is None:
+            return False
+        if self.store.absolute(old[1]).is_file():
+            return True
+        self._delete_instance_rows([old[0]])  # its file vanished: a new copy will take its place
+        return False
+
+    def index(self, fields: InstanceFields, relative: str, size: int, source: str) -> Added:
+        """Index a file already stored at `relative`."""
         own = not self._in_batch
         if own:
             self.begin()
         self.db.execute("SAVEPOINT one_instance")  # all rows of this instance, or none
         try:
-            conflicts = self._index(ds, relative, size, source, study_uid, series_uid, sop_uid)
+            if self.db.execute("SELECT 1 FROM instances WHERE sop_uid = ?", (fields.sop_uid,)).fetchone():
+                conflicts, status = [], "duplicate"  # the same instance twice in one batch
+            else:
+                conflicts, status = self._index(fields, relative, size, source), "imported"
             self.db.execute("RELEASE one_instance")
         except BaseException:
             self.db.execute("ROLLBACK TO one_instance")
@@ -273,47 +326,47 @@ class Library:
             raise
         if own:
             self.commit()
-        return Added("imported", sop_uid, study_uid, conflicts)
+        return Added(status, fields.sop_uid, fields.study_uid, conflicts)
 
-    def _index(self, ds, relative, size, source, study_uid, series_uid, sop_uid) -> list[Conflict]:
+    def _index(self, f: InstanceFields, relative: str, size: int, source: str) -> list[Conflict]:
         db = self.db
         conflicts: list[Conflict] = []
-        incoming = patient_of(ds, self.microchip_issuers)
-        study = db.execute("SELECT pk, patient_pk FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
+        incoming = f.patient
+        study = db.execute("SELECT pk, patient_pk FROM studies WHERE study_uid = ?", (f.study_uid,)).fetchone()
         if study is None:
             patient_pk, found = self._patient_pk(incoming)
             conflicts.extend(found)
-            study_pk = self._insert_study(ds, study_uid, patient_pk)
+            study_pk = db.execute(
+                "INSERT INTO studies (patient_pk, study_uid, study_date, study_time, description, accession, "
+                "referring_physician, study_id, search, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (patient_pk, f.study_uid, f.study_date, f.study_time, f.study_description, f.accession,
+                 f.referring_physician, f.study_id, fold(f"{f.accession} {f.study_description}"), _now())).lastrowid
         else:
             study_pk, patient_pk = study
             existing = self._patient(patient_pk)
             if patient_key(existing) != patient_key(incoming):
                 conflicts.append(Conflict(
                     "study",
-                    f"Study {study_uid} is filed under {_who(existing)}, but a file of it names {_who(incoming)}; "
+                    f"Study {f.study_uid} is filed under {_who(existing)}, but a file of it names {_who(incoming)}; "
                     "it was kept with the study. Check which patient is right.",
-                    existing, incoming, study_uid))
+                    existing, incoming, f.study_uid))
             else:
                 self._fill_patient(patient_pk, existing, incoming)
-        series = db.execute("SELECT pk FROM series WHERE series_uid = ?", (series_uid,)).fetchone()
+        series = db.execute("SELECT pk FROM series WHERE series_uid = ?", (f.series_uid,)).fetchone()
         if series is None:
             series_pk = db.execute(
                 "INSERT INTO series (study_pk, series_uid, modality, body_part, description, number) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (study_pk, series_uid, _str(ds, "Modality"), _str(ds, "BodyPartExamined"),
-                 _str(ds, "SeriesDescription"), _int(ds.get("SeriesNumber")))).lastrowid
+                (study_pk, f.series_uid, f.modality, f.body_part, f.series_description, f.series_number)).lastrowid
             db.execute("UPDATE studies SET series_count = series_count + 1 WHERE pk = ?", (study_pk,))
             self._update_modalities(study_pk)
         else:
             series_pk = series[0]
-        meta = getattr(ds, "file_meta", None)
         db.execute(
             "INSERT INTO instances (series_pk, sop_uid, sop_class, transfer_syntax, rows, columns, frames, number, "
             "position, file_size, path, imported_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (series_pk, sop_uid, _str(ds, "SOPClassUID"),
-             str(meta.get("TransferSyntaxUID", "")) if meta is not None else "",
-             _int(ds.get("Rows")), _int(ds.get("Columns")), _int(ds.get("NumberOfFrames")) or 1,
-             _int(ds.get("InstanceNumber")), slice_position(ds), size, relative, _now(), source))
+            (series_pk, f.sop_uid, f.sop_class, f.transfer_syntax, f.rows, f.columns, f.frames, f.instance_number,
+             f.position, size, relative, _now(), source))
         db.execute("UPDATE studies SET instance_count = instance_count + 1 WHERE pk = ?", (study_pk,))
         return conflicts
 
@@ -354,15 +407,6 @@ class Library:
             sets = ", ".join(f"{c} = ?" for c in updates)
             self.db.execute(f"UPDATE patients SET {sets}, search = ? WHERE pk = ?",
                             (*updates.values(), _patient_search(merged), pk))
-
-    def _insert_study(self, ds: Dataset, study_uid: str, patient_pk: int) -> int:
-        description, accession = _str(ds, "StudyDescription"), _str(ds, "AccessionNumber")
-        return self.db.execute(
-            "INSERT INTO studies (patient_pk, study_uid, study_date, study_time, description, accession, "
-            "referring_physician, study_id, search, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (patient_pk, study_uid, _str(ds, "StudyDate"), _str(ds, "StudyTime"), description, accession,
-             _str(ds, "ReferringPhysicianName"), _str(ds, "StudyID"), fold(f"{accession} {description}"),
-             _now())).lastrowid
 
     def _update_modalities(self, study_pk: int) -> None:
         found = sorted({m for (m,) in self.db.execute(
@@ -496,6 +540,8 @@ class Library:
             self.commit()
 
     def _finish_deletes(self) -> None:
+        # a file removed, then imported again before its deletion ran (a crash in between) is indexed: keep it
+        self.db.execute("DELETE FROM pending_deletes WHERE path IN (SELECT path FROM instances)")
         for (path,) in self.db.execute("SELECT path FROM pending_deletes").fetchall():
             try:
                 self.store.remove(path)
@@ -545,14 +591,8 @@ class Library:
                     report.unreadable_files.append(str(absolute))  # misplaced or a second copy: left for a person
                     report.adopted_files.pop()
                     continue
-                self.begin()
-                try:
-                    self._index(ds, relative, absolute.stat().st_size, "recovered", _str(ds, "StudyInstanceUID"),
-                                _str(ds, "SeriesInstanceUID"), _str(ds, "SOPInstanceUID"))
-                    self.commit()
-                except BaseException:
-                    self.rollback()
-                    raise
+                self.index(instance_fields(ds, self.microchip_issuers), relative, absolute.stat().st_size,
+                           "recovered")
         return report
 
 

@@ -1,16 +1,20 @@
 """The file store: one file per instance under study/series/SOP instance UID folders.
 
-A file is written to `<name>.partial` beside its final name, flushed to disk, then renamed: a reader
-never sees half a file, and a crash leaves at most a `.partial` file that `partial_files` finds.
+A file is written to `<name>.<random>.partial` beside its final name, flushed to disk, then renamed:
+a reader never sees half a file, and a crash leaves at most a `.partial` file that `partial_files`
+finds. Batches are flushed together (`write_partial` ... `publish`): one disk flush per batch.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
 import re
+import secrets
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +23,26 @@ from app.errors import LightboxError
 PARTIAL = ".partial"
 SUFFIX = ".dcm"
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def _load_syncfs():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 class StorageError(LightboxError):
@@ -53,9 +77,15 @@ class FileStore:
         return self.root.joinpath(*relative.split("/"))
 
     def write(self, relative: str, data: bytes | None = None, source: Path | None = None) -> int:
-        """Write bytes (or copy a file) to `relative`, atomically; returns the size written."""
+        """Write bytes (or copy a file) to `relative`, durably and atomically; returns the size written."""
+        partial, size = self.write_partial(relative, data, source)
+        self.publish([(partial, relative)])
+        return size
+
+    def write_partial(self, relative: str, data: bytes | None = None, source: Path | None = None) -> tuple[str, int]:
+        """Write to a fresh partial file beside `relative` (not yet flushed); `publish` makes it final."""
         final = self.absolute(relative)
-        partial = final.with_name(final.name + PARTIAL)
+        partial = final.with_name(f"{final.name}.{secrets.token_hex(4)}{PARTIAL}")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             with open(partial, "wb") as out:
@@ -64,17 +94,43 @@ class FileStore:
                 else:
                     with open(source, "rb") as src:
                         shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
                 size = out.tell()
-            os.replace(partial, final)
         except OSError as exc:
-            try:
-                partial.unlink(missing_ok=True)
-            except OSError:
-                pass
+            _unlink_quietly(partial)
             raise StorageError(storage_message(exc, final.stem)) from exc
-        return size
+        return partial.relative_to(self.root).as_posix(), size
+
+    def publish(self, written: list[tuple[str, str]]) -> None:
+        """Flush partial files to the disk, then rename each to its final name: (partial, relative) pairs."""
+        if not written:
+            return
+        try:
+            self._flush([self.absolute(p) for p, _ in written])
+            for partial, relative in written:
+                os.replace(self.absolute(partial), self.absolute(relative))
+        except OSError as exc:
+            for partial, _ in written:
+                _unlink_quietly(self.absolute(partial))
+            raise StorageError(storage_message(exc, f"{len(written)} file(s)")) from exc
+
+    def discard(self, partial: str) -> None:
+        _unlink_quietly(self.absolute(partial))
+
+    def _flush(self, paths: list[Path]) -> None:
+        # Linux flushes a whole batch with one syncfs(); elsewhere each file is fsynced.
+        if len(paths) > 1 and _syncfs is not None:
+            fd = os.open(self.root, os.O_RDONLY)
+            try:
+                if _syncfs(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def remove(self, relative: str) -> None:
         path = self.absolute(relative)

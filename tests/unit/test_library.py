@@ -217,23 +217,42 @@ def test_import_reports_progress_and_can_be_cancelled(tmp_path):
 
 def test_a_full_disk_stops_the_import_with_a_clear_message_and_no_partial_file(library, tmp_path, monkeypatch):
     import errno
-    import os
+
+    from app.library import store
 
     for n in range(3):
         save(animal(), tmp_path / f"{n}.dcm")
-    real_fsync, calls = os.fsync, []
+    opened = []
 
-    def fsync(fd):
-        calls.append(fd)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_fsync(fd)
+    def open_(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            opened.append(path)
+            if len(opened) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(store, "open", open_, raising=False)
     result = import_paths(sorted(tmp_path.glob("*.dcm")), library=library)
     assert statuses(result) == ["imported", "failed"]
     assert result.stopped.startswith("The disk is full") and result.entries[1].error == result.stopped
     assert library.counts()["instances"] == 1 and not list(library.store.partial_files())
+    assert library.check(repair=False).clean
+
+
+def test_a_batch_that_cannot_be_flushed_is_not_indexed(library, tmp_path, monkeypatch):
+    import errno
+
+    for n in range(3):
+        save(animal(), tmp_path / f"{n}.dcm")
+
+    def flush(paths):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(library.store, "_flush", flush)
+    result = import_paths(sorted(tmp_path.glob("*.dcm")), library=library)
+    assert statuses(result) == ["failed"] * 3 and "could not be saved (Input/output error)" in result.stopped
+    assert library.counts()["instances"] == 0
+    assert not list(library.store.partial_files()) and not list(library.store.files())
 
 
 def test_storage_errors_are_user_messages(tmp_path):
@@ -416,3 +435,18 @@ def test_cli_import_of_photos_with_a_patient(run_cli, tmp_path):
     code, out, _ = run_cli("import", tmp_path / "y.png", "--study", study["uid"])
     assert code == 0
     assert json.loads(run_cli("library", "list", "--json")[1])[0]["instance_count"] == 2
+
+
+def test_worker_processes_import_in_order_with_the_same_outcomes(library, tmp_path, monkeypatch):
+    monkeypatch.setattr(importer, "PARALLEL_FROM", 8)
+    monkeypatch.setattr(importer, "CHUNK", 3)
+    study, series = generate_uid(), generate_uid()
+    files = [save(animal(study=study, series=series, InstanceNumber=n), tmp_path / f"{n:02}.dcm") for n in range(20)]
+    (tmp_path / "20.txt").write_text("not an image")
+    twin = tmp_path / "21.dcm"
+    twin.write_bytes(files[0].read_bytes())  # the same instance twice in one import
+    result = import_paths([tmp_path], library=library)
+    assert [Path(e.path).name for e in result.entries] == sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert statuses(result) == ["imported"] * 20 + ["failed", "duplicate"]
+    assert library.study(study).instance_count == 20 == len(list(library.store.files()))
+    assert library.check(repair=False).clean
