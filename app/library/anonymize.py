@@ -9,8 +9,8 @@ Species and breed (descriptions and codes) are kept: for an animal they are clin
 
 Actions, wherever the attribute occurs (nested sequences included):
 - names, IDs, accession, the owner (ResponsiblePerson/Organization), the date of birth: emptied, as they
-  are type 2 (or 2C for animals); PatientID becomes one pseudonym for the whole export, as does
-  PatientName, so the result still files under one patient;
+  are type 2 (or 2C for animals); PatientName and PatientID become one pseudonym (ANON-xxxxxxxx) for
+  the whole export, so the result still files under one patient, and StudyID becomes "ANON";
 - addresses, institution, physicians, operators, stations, device serials, descriptions and free-text
   comments, other IDs (OtherPatientIDsSequence holds the microchip), breed registrations: deleted
   (the breed registration sequence, type 2C, is emptied instead);
@@ -102,7 +102,7 @@ def _tag(keyword: str) -> int:
 
 _EMPTIED_TAGS = frozenset(_tag(k) for k in EMPTIED)
 _DELETED_TAGS = frozenset(_tag(k) for k in DELETED)
-_PSEUDONYM_TAGS = frozenset({_tag("PatientName"), _tag("PatientID")})
+STUDY_ID = "ANON"  # StudyID is type 1 in DICOMDIR records: a dummy, not nothing
 
 
 def burned_in(ds: Dataset) -> bool:
@@ -117,6 +117,8 @@ class Anonymizer:
         self.pseudonym = pseudonym or f"ANON-{secrets.token_hex(4).upper()}"
         self.uid_map: dict[str, str] = {}
         self._top: Dataset | None = None
+        self._dummies = {_tag("PatientName"): self.pseudonym, _tag("PatientID"): self.pseudonym,
+                         _tag("StudyID"): STUDY_ID}
 
     def new_uid(self, old: str) -> str:
         old = str(old).strip().rstrip("\0")
@@ -153,8 +155,8 @@ class Anonymizer:
         elif tag in _DELETED_TAGS:
             del ds[elem.tag]
         elif tag in _EMPTIED_TAGS:
-            if tag in _PSEUDONYM_TAGS and ds is self._top:
-                elem.value = self.pseudonym
+            if ds is self._top and tag in self._dummies:
+                elem.value = self._dummies[tag]
             elif elem.VR == "SQ":
                 elem.value = Sequence()
             else:

@@ -137,8 +137,8 @@ def import_datasets(items, *, library: Library | None = None, source: str, conte
 class _Preparer:
     """Reads, checks and stores items. Runs in the importing process, or in worker processes."""
 
-    def __init__(self, library_root: Path, issuers: tuple[str, ...]):
-        self.store = FileStore(library_root / "files")
+    def __init__(self, library_root: Path, issuers: tuple[str, ...], owner: int | None = None):
+        self.store = FileStore(library_root / "files", owner)
         self.db_path = library_root / "index.sqlite"
         self.issuers = issuers
         self._db: sqlite3.Connection | None = None
@@ -170,9 +170,9 @@ class _Preparer:
 _worker: _Preparer | None = None
 
 
-def _start_worker(library_root: Path, issuers: tuple[str, ...]) -> None:
+def _start_worker(library_root: Path, issuers: tuple[str, ...], owner: int) -> None:
     global _worker
-    _worker = _Preparer(library_root, issuers)
+    _worker = _Preparer(library_root, issuers, owner)
 
 
 def _prepare_chunk(items: list[_Item]) -> list[_Prepared]:
@@ -203,6 +203,8 @@ class _Import:
 
     def run_items(self, items: list[_Item], parallel: bool = True) -> ImportResult:
         library, reporter = self.library, self.reporter
+        library.recover()
+        library.importing(True)
         if reporter:
             reporter.update(0, len(items), f"Importing {len(items)} file{'s' if len(items) != 1 else ''}")
         library.begin()
@@ -225,6 +227,8 @@ class _Import:
             for partial, _, _ in self._batch:
                 library.store.discard(partial)
             raise
+        finally:
+            library.importing(False)
         if reporter:
             reporter.update(len(items), message=self.result.summary())
         log.info("import from %s: %s", self.source, self.result.summary())
@@ -237,7 +241,7 @@ class _Import:
         chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
         done = 0
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(self.library.root, self.library.microchip_issuers)) as pool:
+                                 initargs=(self.library.root, self.library.microchip_issuers, os.getpid())) as pool:
             futures = [pool.submit(_prepare_chunk, chunk) for chunk in chunks]
             try:
                 for n, future in enumerate(futures):

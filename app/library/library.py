@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sqlite3
 import unicodedata
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ from app.dicom.patient import Patient, patient_of
 from app.dicom.series import Instance, Series, slice_position
 from app.errors import LightboxError, UsageError
 from app.library import schema
-from app.library.store import FileStore, StorageError, storage_message
+from app.library.store import FileStore, StorageError, process_alive, storage_message
 
 log = logging.getLogger(__name__)
 
@@ -552,18 +553,40 @@ class Library:
 
     # -- consistency ----------------------------------------------------------------------------
 
+    def importing(self, running: bool) -> None:
+        """Mark (or unmark) an import under way in this process; a mark left by a killed one means: recover."""
+        marker = self.root / "imports" / str(os.getpid())
+        if running:
+            marker.parent.mkdir(exist_ok=True)
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+
+    def recover(self) -> CheckReport | None:
+        """Repair after an import that was killed: its mark remains and its process is gone."""
+        folder = self.root / "imports"
+        dead = [m for m in folder.glob("*") if m.name.isdigit() and not process_alive(int(m.name))] \
+            if folder.is_dir() else []
+        if not dead:
+            return None
+        report = self.check(repair=True)
+        for marker in dead:
+            marker.unlink(missing_ok=True)
+        log.warning("recovered after an interrupted import: %s", report)
+        return report
+
     def check(self, *, repair: bool = True) -> CheckReport:
         """Compare the index with the files: rows without files, files without rows, leftover partial files.
 
         With repair, rows whose file is gone are dropped, complete files without a row are indexed again
-        (nothing received is lost) and partial files are deleted. Run it when no import is under way.
+        (nothing received is lost) and partial files of imports no longer running are deleted.
         """
         from app.dicom.reading import read
 
         report = CheckReport()
         if repair:
             self._finish_deletes()
-        for path in self.store.partial_files():
+        for path in self.store.partial_files(abandoned_only=True):
             report.partial_files_removed.append(str(path))
             if repair:
                 path.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """The file store: one file per instance under study/series/SOP instance UID folders.
 
-A file is written to `<name>.<random>.partial` beside its final name, flushed to disk, then renamed:
+A file is written to `<name>.<pid>-<random>.partial` beside its final name, flushed to disk, then renamed:
 a reader never sees half a file, and a crash leaves at most a `.partial` file that `partial_files`
 finds. Batches are flushed together (`write_partial` ... `publish`): one disk flush per batch.
 """
@@ -65,10 +65,40 @@ def storage_message(exc: OSError, what: str) -> str:
     return f"{what} could not be saved ({exc.strerror or exc})."
 
 
+def process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def partial_owner(path: Path) -> int | None:
+    """The process that wrote a partial file (its name carries the pid)."""
+    try:
+        return int(path.name[: -len(PARTIAL)].rsplit(".", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return None
+
+
 class FileStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, owner: int | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.owner = owner or os.getpid()  # the importing process, named in partial files
 
     def relative_path(self, study_uid: str, series_uid: str, sop_uid: str) -> str:
         return "/".join((_component(study_uid), _component(series_uid), _component(sop_uid) + SUFFIX))
@@ -85,7 +115,7 @@ class FileStore:
     def write_partial(self, relative: str, data: bytes | None = None, source: Path | None = None) -> tuple[str, int]:
         """Write to a fresh partial file beside `relative` (not yet flushed); `publish` makes it final."""
         final = self.absolute(relative)
-        partial = final.with_name(f"{final.name}.{secrets.token_hex(4)}{PARTIAL}")
+        partial = final.with_name(f"{final.name}.{self.owner}-{secrets.token_hex(4)}{PARTIAL}")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             with open(partial, "wb") as out:
@@ -150,8 +180,13 @@ class FileStore:
                 if name.endswith(SUFFIX):
                     yield name if base == "." else f"{base}/{name}"
 
-    def partial_files(self) -> Iterator[Path]:
+    def partial_files(self, *, abandoned_only: bool = False) -> Iterator[Path]:
+        """Partial files; with abandoned_only, those whose writing process has gone."""
         for root, _dirs, names in os.walk(self.root):
             for name in names:
                 if name.endswith(PARTIAL):
-                    yield Path(root) / name
+                    path = Path(root) / name
+                    owner = partial_owner(path)
+                    if abandoned_only and owner is not None and process_alive(owner):
+                        continue
+                    yield path

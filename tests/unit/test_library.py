@@ -450,3 +450,24 @@ def test_worker_processes_import_in_order_with_the_same_outcomes(library, tmp_pa
     assert statuses(result) == ["imported"] * 20 + ["failed", "duplicate"]
     assert library.study(study).instance_count == 20 == len(list(library.store.files()))
     assert library.check(repair=False).clean
+
+
+def test_an_import_killed_midway_is_repaired_by_the_next_one(library, tmp_path):
+    import subprocess
+    import sys
+
+    import_paths([SAMPLE / "dx"], library=library)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    (library.root / "imports").mkdir(exist_ok=True)
+    (library.root / "imports" / str(pid)).touch()  # what a killed import leaves
+    (ct,) = library.instances(study_uid=library.studies()[0].uid)
+    stray = ct.path.with_name(f"{ct.path.name}.{pid}-0badf00d.partial")
+    stray.write_bytes(b"half a file")
+    live = ct.path.with_name(f"{ct.path.name}.{__import__('os').getpid()}-0badf00d.partial")
+    live.write_bytes(b"being written by a running import")
+    result = import_paths([SAMPLE / "ct" / "CT0001.dcm"], library=library)
+    assert statuses(result) == ["imported"]
+    assert not stray.exists() and live.exists()  # only the dead import's leftovers go
+    assert not (library.root / "imports" / str(pid)).exists()
+    assert not any((library.root / "imports").iterdir())
