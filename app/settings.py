@@ -18,6 +18,14 @@ log = logging.getLogger(__name__)
 class Settings:
     # Issuers of Patient ID whose OtherPatientIDsSequence entry is the microchip number (besides type RFID).
     microchip_issuers: list[str] = field(default_factory=list)
+    # Links: plain http is refused, except to this computer when this is on (for local test servers).
+    allow_http_loopback: bool = False
+    # A PEM file of extra certificate authorities trusted for downloads (besides requests' bundle).
+    extra_ca_file: str = ""
+    download_max_bytes: int = 2 * 1024**3
+    download_parallel: int = 4
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
     extra: dict = field(default_factory=dict, repr=False)
 
 
@@ -41,7 +49,8 @@ def load() -> Settings:
     for key, value in data.items():
         if key in known:
             default = getattr(settings, key)
-            if isinstance(value, type(default)):
+            if isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool)) \
+                    or isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
                 setattr(settings, key, value)
             else:
                 log.warning("setting %s has a value of the wrong type; using the default", key)
