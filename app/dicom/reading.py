@@ -163,3 +163,10 @@ def _check_complete(ds: Dataset, label: str, size: int, header_only: bool) -> No
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:160]
+
+
+def part10_bytes(ds: Dataset) -> bytes:
+    """The dataset as a Part 10 file (preamble, file meta) in memory."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

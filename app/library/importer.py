@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import multiprocessing
 import os
@@ -16,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
-from pydicom.dataset import Dataset
 
-from app.dicom.reading import read
+from app.dicom.reading import part10_bytes, read
 from app.errors import Cancelled, FileProblem, LightboxError
 from app.library.library import Conflict, InstanceFields, Library, instance_fields
 from app.library.store import FileStore, StorageError
@@ -106,16 +104,19 @@ class _Prepared:
 
 
 def import_paths(paths, *, library: Library | None = None, source: str = "file", context=None,
-                 reporter=None) -> ImportResult:
+                 reporter=None, labels: dict[str, str] | None = None) -> ImportResult:
     """Import every file under `paths` (files, folders, zips, DICOMDIRs).
 
     JPEG and PNG files become Secondary Capture images of the patient and study in `context`
-    (an app.dicom.capture.CaptureContext); without one they are reported as failed.
+    (an app.dicom.capture.CaptureContext); without one they are reported as failed. `labels` names
+    files in the result by something other than their path (a download's address).
     """
     own = library is None
     library = library or Library()
     try:
-        return _Import(library, source, context, reporter).run([Path(p) for p in paths])
+        run = _Import(library, source, context, reporter)
+        run.labels = labels or {}
+        return run.run([Path(p) for p in paths])
     finally:
         if own:
             library.close()
@@ -186,6 +187,7 @@ class _Import:
         self.context = context.resolved() if context is not None else None
         self.reporter = reporter
         self.result = ImportResult()
+        self.labels: dict[str, str] = {}
         self._captured = 0
         self._conflict_keys: set[tuple] = set()
         self._batch: list[tuple[str, str, int]] = []  # (partial, relative, entry index) awaiting publish
@@ -342,7 +344,7 @@ class _Import:
         except LightboxError as exc:
             return _Prepared(prepared.label, "failed", error=getattr(exc, "reason", None) or str(exc))
         return _Preparer(self.library.root, self.library.microchip_issuers)(
-            _Item(prepared.label, data=_part10(ds)))
+            _Item(prepared.label, data=part10_bytes(ds)))
 
     # -- finding files --------------------------------------------------------------------------
 
@@ -364,23 +366,24 @@ class _Import:
             yield from self._file(path)
 
     def _file(self, path: Path) -> Iterator[_Item]:
+        label = self.labels.get(str(path), str(path))
         try:
             size = path.stat().st_size
             with open(path, "rb") as fp:
                 head = fp.read(4)
         except FileNotFoundError:
-            yield _Item(str(path), problem="file not found")
+            yield _Item(label, problem="file not found")
             return
         except PermissionError:
-            yield _Item(str(path), problem="permission denied")
+            yield _Item(label, problem="permission denied")
             return
         except OSError as exc:
-            yield _Item(str(path), problem=f"cannot be read ({exc.strerror or exc})")
+            yield _Item(label, problem=f"cannot be read ({exc.strerror or exc})")
             return
         if head == b"PK\x03\x04" and zipfile.is_zipfile(path):
-            yield from self._zip(path)
+            yield from self._zip(path, label)
         else:
-            yield _Item(str(path), path, size=size)
+            yield _Item(label, path, size=size)
 
     def _dicomdir(self, path: Path) -> Iterator[_Item]:
         from pydicom.fileset import FileSet
@@ -394,20 +397,20 @@ class _Import:
         for instance in fileset:
             yield from self._file(Path(instance.path))
 
-    def _zip(self, path: Path) -> Iterator[_Item]:
+    def _zip(self, path: Path, label: str) -> Iterator[_Item]:
         try:
             with zipfile.ZipFile(path) as archive:
                 members = [m for m in archive.infolist() if not m.is_dir()]
         except (zipfile.BadZipFile, OSError) as exc:
-            yield _Item(str(path), problem=f"damaged zip archive ({exc})")
+            yield _Item(label, problem=f"damaged zip archive ({exc})")
             return
         for member in members:
             name = member.filename
             base = name.rsplit("/", 1)[-1]
             if base.startswith(".") or "__MACOSX/" in name or base.upper() == "DICOMDIR":
                 continue
-            label = f"{path}/{name}"
-            yield _Item(label, archive=path, member=name, size=member.file_size)
+            yield _Item(f"{label}/{name}", archive=path, member=name, size=member.file_size)
+
 
 def _load(item: _Item):
     """(dataset, bytes or None, file or None) to store; or a _Prepared for a photo or a known problem."""
@@ -417,7 +420,7 @@ def _load(item: _Item):
         ds = read(item.path, name=item.label)
         if _has_file_meta_on_disk(item.path):
             return ds, None, item.path
-        return ds, _part10(ds), None
+        return ds, part10_bytes(ds), None
     if item.data is not None:
         data = item.data
     elif item.archive is not None:
@@ -435,7 +438,7 @@ def _load(item: _Item):
     if "DirectoryRecordSequence" in ds:
         raise FileProblem(item.label, "a DICOMDIR index, not an image (import its folder instead)")
     if data[128:132] != b"DICM":
-        return ds, _part10(ds), None  # a bare dataset: stored as a proper Part 10 file
+        return ds, part10_bytes(ds), None  # a bare dataset: stored as a proper Part 10 file
     return ds, data, None
 
 _open_archive: list = []  # (path, ZipFile): the archive last read, kept open for its next member
@@ -466,10 +469,3 @@ def _has_file_meta_on_disk(path: Path) -> bool:
     with open(path, "rb") as fp:
         fp.seek(128)
         return fp.read(4) == b"DICM"
-
-
-def _part10(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
