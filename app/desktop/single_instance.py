@@ -1,0 +1,158 @@
+"""One Lightbox per user: a second start hands its request (a link, files) to the running one.
+
+The running instance listens on a QLocalServer whose socket lives in a folder only this user can
+enter (XDG_RUNTIME_DIR, or a private folder in the temp dir); on Windows the pipe is restricted to
+the user. A request is one JSON line {"argv": [...]}, answered "ok" once queued, so the sender knows
+it was taken. A stale socket left by a crash is removed when nothing answers on it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import logging
+import os
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+from PySide6.QtCore import QCoreApplication, QObject, Signal
+from PySide6.QtNetwork import QLocalServer, QLocalSocket
+
+from app import paths
+
+log = logging.getLogger(__name__)
+
+CONNECT_MS = 1000
+REPLY_MS = 5000
+MAX_REQUEST = 64 * 1024
+
+
+def _private_dir() -> Path:
+    """A folder only this user can use, for the socket (Unix)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime) and os.stat(runtime).st_uid == os.getuid():
+        return Path(runtime)
+    folder = Path(tempfile.gettempdir()) / f"lightbox-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(f"{folder} is not a private folder of this user")
+    return folder
+
+
+def server_name() -> str:
+    """Per user and per data folder (a portable copy, a test's LIGHTBOX_HOME, is its own instance)."""
+    key = hashlib.sha1(f"{getpass.getuser()}|{paths.data_dir()}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    name = f"lightbox-{key}"
+    if sys.platform == "win32":
+        return name
+    return str(_private_dir() / f"{name}.sock")
+
+
+def _core_app() -> QCoreApplication:
+    return QCoreApplication.instance() or QCoreApplication([sys.argv[0] if sys.argv else "lightbox"])
+
+
+def hand_over(argv: list[str], *, name: str | None = None, timeout_ms: int = REPLY_MS) -> bool:
+    """Give the request to the running instance; False when none is running (or it did not answer)."""
+    _core_app()
+    socket = QLocalSocket()
+    socket.connectToServer(name or server_name())
+    if not socket.waitForConnected(CONNECT_MS):
+        return False
+    socket.write(json.dumps({"argv": argv}).encode("utf-8") + b"\n")
+    socket.flush()
+    reply = b""
+    while b"\n" not in reply:
+        if not socket.waitForReadyRead(timeout_ms):
+            log.warning("the running Lightbox did not confirm the request")
+            socket.abort()
+            return False
+        reply += bytes(socket.readAll())
+    socket.disconnectFromServer()
+    return reply.strip() == b"ok"
+
+
+class Instance(QObject):
+    """The running instance's end: emits `received(argv)` for every request, in arrival order."""
+
+    received = Signal(list)
+
+    def __init__(self, name: str | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.name = name or server_name()
+        self.server = QLocalServer(self)
+        self.server.setSocketOptions(QLocalServer.SocketOption.UserAccessOption)
+        self.server.newConnection.connect(self._accept)
+        self._buffers: dict[QLocalSocket, bytes] = {}
+
+    def listen(self) -> bool:
+        """Become the running instance; False if another one already is."""
+        if self.server.listen(self.name):
+            return True
+        probe = QLocalSocket()
+        probe.connectToServer(self.name)
+        if probe.waitForConnected(CONNECT_MS):
+            probe.abort()
+            return False  # somebody answers: a live instance
+        log.info("removing a stale Lightbox socket (%s)", self.server.errorString())
+        QLocalServer.removeServer(self.name)
+        return self.server.listen(self.name)
+
+    def close(self) -> None:
+        self.server.close()
+
+    def _accept(self) -> None:
+        while self.server.hasPendingConnections():
+            socket = self.server.nextPendingConnection()
+            self._buffers[socket] = b""
+            socket.readyRead.connect(lambda s=socket: self._read(s))
+            socket.disconnected.connect(lambda s=socket: self._forget(s))
+            if socket.bytesAvailable():
+                self._read(socket)
+
+    def _read(self, socket: QLocalSocket) -> None:
+        data = self._buffers.get(socket, b"") + bytes(socket.readAll())
+        if len(data) > MAX_REQUEST:
+            log.warning("a request to the running Lightbox was too large; ignored")
+            socket.abort()
+            self._forget(socket)
+            return
+        line, newline, rest = data.partition(b"\n")
+        if not newline:
+            self._buffers[socket] = data
+            return
+        self._buffers[socket] = rest
+        try:
+            request = json.loads(line.decode("utf-8"))
+            argv = [str(a) for a in request["argv"]]
+        except (ValueError, KeyError, TypeError):
+            log.warning("an unreadable request to the running Lightbox was ignored")
+            socket.abort()
+            return
+        socket.write(b"ok\n")
+        socket.flush()
+        self.received.emit(argv)
+
+    def _forget(self, socket: QLocalSocket) -> None:
+        self._buffers.pop(socket, None)
+        socket.deleteLater()
+
+
+def start_or_hand_over(argv: list[str]) -> Instance | None:
+    """The Instance to run with (this process shows the window), or None once a running one took `argv`."""
+    for _attempt in range(3):
+        if hand_over(argv):
+            return None
+        instance = Instance()
+        if instance.listen():
+            return instance
+        instance.deleteLater()  # another process became the instance in between: hand over to it
+    log.warning("could not reach or become the running Lightbox; opening a separate window")
+    return Instance()
