@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QObject, Signal
+from PySide6.QtCore import QCoreApplication, QLockFile, QObject, QThread, Signal
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
 from app import paths
@@ -91,22 +91,34 @@ class Instance(QObject):
         self.server.setSocketOptions(QLocalServer.SocketOption.UserAccessOption)
         self.server.newConnection.connect(self._accept)
         self._buffers: dict[QLocalSocket, bytes] = {}
+        self.lock: QLockFile | None = None
 
     def listen(self) -> bool:
-        """Become the running instance; False if another one already is."""
+        """Become the running instance; False if another one is (or is starting).
+
+        A lock file decides who it is: Qt installs a user-only socket by renaming it into place, which
+        would silently replace a live instance's socket. QLockFile frees a dead process's lock.
+        """
+        self.lock = QLockFile(self._lock_path())
+        self.lock.setStaleLockTime(0)
+        if not self.lock.tryLock(100):
+            return False
+        QLocalServer.removeServer(self.name)  # what a crashed instance left, if anything
         if self.server.listen(self.name):
             return True
-        probe = QLocalSocket()
-        probe.connectToServer(self.name)
-        if probe.waitForConnected(CONNECT_MS):
-            probe.abort()
-            return False  # somebody answers: a live instance
-        log.info("removing a stale Lightbox socket (%s)", self.server.errorString())
-        QLocalServer.removeServer(self.name)
-        return self.server.listen(self.name)
+        log.warning("cannot listen for links: %s", self.server.errorString())
+        self.lock.unlock()
+        return False
+
+    def _lock_path(self) -> str:
+        if sys.platform == "win32":
+            return str(Path(tempfile.gettempdir()) / f"{self.name}.lock")
+        return f"{self.name}.lock"
 
     def close(self) -> None:
         self.server.close()
+        if self.lock is not None:
+            self.lock.unlock()
 
     def _accept(self) -> None:
         while self.server.hasPendingConnections():
@@ -147,12 +159,13 @@ class Instance(QObject):
 
 def start_or_hand_over(argv: list[str]) -> Instance | None:
     """The Instance to run with (this process shows the window), or None once a running one took `argv`."""
-    for _attempt in range(3):
+    for attempt in range(12):
         if hand_over(argv):
             return None
         instance = Instance()
         if instance.listen():
             return instance
-        instance.deleteLater()  # another process became the instance in between: hand over to it
+        instance.deleteLater()  # another process is the instance, or is becoming it: hand over to it
+        QThread.msleep(50 * (attempt + 1))
     log.warning("could not reach or become the running Lightbox; opening a separate window")
     return Instance()
