@@ -70,6 +70,22 @@ def _parser() -> argparse.ArgumentParser:
     q = lib.add_parser("check", help="compare the index with the files and repair what a crash left")
     q.add_argument("--dry-run", action="store_true", help="report only")
     q.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="export a study: DICOM files, a DICOMDIR folder, a zip, or PNG/JPEG images")
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p.add_argument("--to", required=True, metavar="DIR",
+                   help="the folder to export into (created if missing; nothing in it is overwritten); "
+                        "for --format zip also a path ending in .zip")
+    p.add_argument("--format", choices=("dicom", "dicomdir", "zip", "png", "jpeg"), default="dicom",
+                   help="dicom: one folder per series (default); dicomdir: a DICOMDIR file-set; zip: that "
+                        "file-set in a zip; png, jpeg: every frame rendered")
+    p.add_argument("--anonymize", action="store_true",
+                   help="DICOM basic de-identification: new UIDs, names, IDs and owner removed; species and "
+                        "breed kept")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--window", metavar="CENTER,WIDTH", help="png/jpeg: window centre and width")
+    group.add_argument("--preset", metavar="NAME", help="png/jpeg: a preset by name (e.g. Lung)")
+    p.add_argument("--json", action="store_true", help="what was written, as JSON")
     return parser
 
 
@@ -328,5 +344,23 @@ def cmd_library(args) -> int:
         return 0
 
 
+# -- export -------------------------------------------------------------------------------------
+
+def cmd_export(args) -> int:
+    from app.library.export import export_study
+
+    voi = _window_arg(args.window) if args.window else None
+    result = _run_job("Exporting", lambda reporter: export_study(
+        args.study_uid, args.to, format=args.format, anonymize=args.anonymize, voi=voi, preset=args.preset,
+        reporter=reporter))
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        for warning in result.warnings:
+            print(f"warning: {warning}")
+        print(result.summary())
+    return 0
+
+
 _COMMANDS = {"info": cmd_info, "render": cmd_render, "view": cmd_view, "import": cmd_import,
-             "library": cmd_library}
+             "library": cmd_library, "export": cmd_export}

@@ -35,7 +35,7 @@ from pathlib import Path
 import pydicom
 from pydicom.fileset import FileSet
 
-from app.errors import FileProblem, LightboxError, NoPixelDataError, UsageError
+from app.errors import Cancelled, FileProblem, LightboxError, NoPixelDataError, UsageError
 from app.library.anonymize import Anonymizer, burned_in
 from app.library.library import InstanceRecord, Library
 from app.library.store import StorageError, storage_message
@@ -114,7 +114,8 @@ def export_study(study_uid: str, to, *, format: str = "dicom", anonymize: bool =
         if missing:
             raise LightboxError(f"{len(missing)} file(s) of study {study_uid} are missing from the library "
                                 f"(first: {missing[0].path}); run 'lightbox library check'.")
-        job = _Export(study, _numbered(records), Path(to), format, anonymize, voi, preset, reporter)
+        modalities = {s.uid: s.modality for s in library.series(study_uid)}
+        job = _Export(study, _numbered(records, modalities), Path(to), format, anonymize, voi, preset, reporter)
         return job.run()
     finally:
         if own:
@@ -133,14 +134,15 @@ class _Item:
         return f"SE{self.series_index:03d}_{_safe(self.modality) or 'OT'}"
 
 
-def _numbered(records: list[InstanceRecord]) -> list[_Item]:
+def _numbered(records: list[InstanceRecord], modalities: dict[str, str]) -> list[_Item]:
     series_order: dict[str, int] = {}
     counts: dict[str, int] = {}
     items = []
     for record in records:
         series_order.setdefault(record.series_uid, len(series_order) + 1)
         counts[record.series_uid] = counts.get(record.series_uid, 0) + 1
-        items.append(_Item(record, series_order[record.series_uid], counts[record.series_uid], ""))
+        items.append(_Item(record, series_order[record.series_uid], counts[record.series_uid],
+                           modalities.get(record.series_uid, "")))
     return items
 
 
@@ -157,19 +159,6 @@ class _Export:
         self.done = 0
         self.total = len(items) * (2 if format == "zip" else 1)
         self.result = ExportResult(study.uid, format, to, anonymized=anonymize, exported_study_uid=study.uid)
-        self._modalities(items)
-
-    def _modalities(self, items: list[_Item]) -> None:
-        """Series folders and image names carry the modality: read it once per series from the headers."""
-        seen: dict[int, str] = {}
-        for item in items:
-            if item.series_index not in seen:
-                try:
-                    ds = pydicom.dcmread(item.record.path, stop_before_pixels=True, specific_tags=["Modality"])
-                    seen[item.series_index] = str(ds.get("Modality", "") or "")
-                except Exception:  # noqa: BLE001 - only a name: fall back to OT
-                    seen[item.series_index] = ""
-            item.modality = seen[item.series_index]
 
     # -- the frame of every export --------------------------------------------------------------
 
@@ -211,7 +200,10 @@ class _Export:
         if self.anonymizer is not None:
             self.result.uid_map_size = len(self.anonymizer.uid_map)
             self.result.exported_study_uid = self.anonymizer.uid_map.get(self.study.uid, self.study.uid)
-        self._progress(self.result.summary(), done=self.total)
+        try:
+            self._progress(self.result.summary(), done=self.total)
+        except Cancelled:
+            pass  # the export was complete before the cancel came
         log.info("%s", self.result.summary())
         return self.result
 
@@ -250,7 +242,10 @@ class _Export:
                 moved.append(root / entry.name)
         except BaseException:
             for path in moved:  # an export is complete or absent
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
             raise
         self.result.paths = [root / p.relative_to(staging) for p in self.result.paths]
 
@@ -304,33 +299,36 @@ class _Export:
         files = staging / ".files"
         verb = "Anonymising" if self.anonymizer else "Copying"
         fileset = FileSet()
-        staged: dict[str, Path] = {}
-        patients: dict[int, tuple] = {}  # one (record node, header) per PATIENT record
-        for n, item in enumerate(self.items, 1):
-            path = files / f"{n:08d}.dcm"
-            self._write_instance(item, path)
-            header = pydicom.dcmread(path, stop_before_pixels=True)
-            _fill_record_keys(header, item)
-            try:
-                instance = fileset.add(header)
-            except (ValueError, KeyError, AttributeError) as exc:
-                raise FileProblem(str(item.record.path), f"cannot be listed in a DICOMDIR ({exc})") from None
-            staged[instance.SOPInstanceUID] = path
-            top = instance.node.ancestors[-1] if instance.node.ancestors else None
-            if top is not None and top.record_type == "PATIENT":
-                patients.setdefault(id(top), (top, header))
-            self.result.instances += 1
-            self._step(f"{verb} {item.series_name}" if item.instance_index == 1 else None)
-        for node, header in patients.values():
-            _describe_patient(node, header)
-        self._progress("Writing the DICOMDIR")
-        set_root.mkdir(parents=True, exist_ok=True)
-        fileset.write(set_root)
-        written = []
-        for instance in fileset:
-            final = set_root / Path(instance.FileID)  # FileSet's header-only copy: replace it by the real file
-            os.replace(staged[instance.SOPInstanceUID], final)
-            written.append(final)
+        try:
+            staged: dict[str, Path] = {}
+            patients: dict[int, tuple] = {}  # one (record node, header) per PATIENT record
+            for n, item in enumerate(self.items, 1):
+                path = files / f"{n:08d}.dcm"
+                self._write_instance(item, path)
+                header = pydicom.dcmread(path, stop_before_pixels=True)
+                _fill_record_keys(header, item)
+                try:
+                    instance = fileset.add(header)
+                except (ValueError, KeyError, AttributeError) as exc:
+                    raise FileProblem(str(item.record.path), f"cannot be listed in a DICOMDIR ({exc})") from None
+                staged[instance.SOPInstanceUID] = path
+                top = instance.node.ancestors[-1] if instance.node.ancestors else None
+                if top is not None and top.record_type == "PATIENT":
+                    patients.setdefault(id(top), (top, header))
+                self.result.instances += 1
+                self._step(f"{verb} {item.series_name}" if item.instance_index == 1 else None)
+            for node, header in patients.values():
+                _describe_patient(node, header)
+            self._progress("Writing the DICOMDIR")
+            set_root.mkdir(parents=True, exist_ok=True)
+            fileset.write(set_root)
+            written = []
+            for instance in fileset:
+                final = set_root / Path(instance.FileID)  # FileSet's header-only copy: replace it by the real file
+                os.replace(staged[instance.SOPInstanceUID], final)
+                written.append(final)
+        finally:
+            _discard_stage(fileset)
         shutil.rmtree(files, ignore_errors=True)
         _sync_path(set_root / "DICOMDIR")
         self.result.paths.extend([set_root / "DICOMDIR", *sorted(written)])
@@ -439,6 +437,13 @@ def _fill_record_keys(header: pydicom.Dataset, item: _Item) -> None:
         header.SeriesNumber = item.series_index
     if empty("InstanceNumber"):
         header.InstanceNumber = item.instance_index
+
+
+def _discard_stage(fileset: FileSet) -> None:
+    """FileSet keeps its header copies in a temporary folder until garbage collection: remove it now."""
+    stage = getattr(fileset, "_stage", {}).get("t")
+    if stage is not None and hasattr(stage, "cleanup"):
+        stage.cleanup()
 
 
 def _describe_patient(node, header: pydicom.Dataset) -> None:
