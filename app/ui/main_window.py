@@ -1,4 +1,5 @@
-"""The main window: series strip, one viewport, tools, menus, drag and drop."""
+"""The main window: two pages, the library browser and the viewer (series strip, one viewport, tools),
+menus, import/export/remove jobs with progress in the status bar, drag and drop."""
 
 from __future__ import annotations
 
@@ -7,19 +8,25 @@ import os
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QActionGroup, QColor, QKeySequence, QPalette
+import numpy as np
+from PySide6.QtCore import QEvent, QSettings, Qt, QTimer, Slot
+from PySide6.QtGui import QAction, QActionGroup, QColor, QImage, QKeySequence, QPalette
 from PySide6.QtWidgets import (
-    QApplication, QDockWidget, QFileDialog, QMainWindow, QMenu, QMessageBox, QProgressBar, QToolButton,
+    QApplication, QDialog, QDockWidget, QFileDialog, QMainWindow, QMenu, QMessageBox, QProgressBar, QStackedWidget,
+    QToolButton,
 )
 
 from app import __version__, paths
 from app.dicom.series import Opened, Series, open_paths, thumbnail
 from app.errors import LightboxError
 from app.jobs import Job, State
+from app.ui.browser import Browser, person, study_line
+from app.ui.import_export import (
+    ConflictDialog, ExportDialog, ExportOptions, FailedFilesDialog, capture_context_for, study_name,
+)
 from app.ui.jobs import JobRelay
 from app.ui.viewer.series_strip import SeriesStrip
-from app.ui.viewer.viewport import Viewport
+from app.ui.viewer.viewport import Viewport, dropped_series
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +45,13 @@ SHORTCUTS = [
     ("Ctrl+1 … Ctrl+9", "Window presets"),
     ("Esc", "Reset the view"),
     ("W / P / Z", "Left button tool: window/level, pan, zoom"),
-    ("Ctrl+O / Ctrl+Shift+O", "Open files / a folder"),
+    ("Ctrl+O / Ctrl+Shift+O", "Open files / a folder (without importing them)"),
+    ("Ctrl+L / Ctrl+Shift+V", "Show the library / the viewer"),
+    ("Ctrl+F", "Search the library"),
+    ("Enter / double-click", "Open the study chosen in the library"),
+    ("Ctrl+I / Ctrl+Shift+I", "Import files / a folder into the library"),
+    ("Ctrl+E", "Export the studies chosen in the library"),
+    ("Delete", "Remove the studies chosen in the library"),
 ]
 
 
@@ -49,11 +62,26 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.series: list[Series] = []
         self._relays: set[JobRelay] = set()
+        self._shown_jobs: list[Job] = []  # jobs whose progress the status bar shows
+        self._dialogs: list[QDialog] = []  # reports waiting to be shown, one after the other
 
         self.viewport = Viewport(self)
-        self.setCentralWidget(self.viewport)
         self.viewport.changed.connect(self._refresh)
         self.viewport.problem.connect(self._show_problem)
+        self.viewport.series_dropped.connect(self.show_dropped_series)
+
+        self.browser = Browser(self)
+        self.browser.open_requested.connect(self.open_study)
+        self.browser.export_requested.connect(self.export_studies)
+        self.browser.remove_requested.connect(self.remove_studies)
+        self.browser.selection_changed.connect(self._refresh)
+        self.browser.problem.connect(self._show_problem)
+
+        self.pages = QStackedWidget(self)
+        self.pages.addWidget(self.browser)
+        self.pages.addWidget(self.viewport)
+        self.pages.setCurrentWidget(self.viewport)
+        self.setCentralWidget(self.pages)
 
         self.strip = SeriesStrip(self)
         self.strip.chosen.connect(self.show_series)
@@ -62,11 +90,18 @@ class MainWindow(QMainWindow):
         dock.setWidget(self.strip)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        self.series_dock = dock
 
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
         self.progress.setVisible(False)
+        self.cancel_button = QToolButton(self)
+        self.cancel_button.setText("Cancel")
+        self.cancel_button.setToolTip("Stop the import or export under way (what is done stays done)")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.cancel_jobs)
         self.statusBar().addPermanentWidget(self.progress)
+        self.statusBar().addPermanentWidget(self.cancel_button)
         self._build_actions()
         self._refresh()
 
@@ -84,8 +119,25 @@ class MainWindow(QMainWindow):
 
     def _build_actions(self) -> None:
         v = self.viewport
-        self.act_open = self._action("Open…", self.choose_files, "Ctrl+O", "Open DICOM files")
-        self.act_open_dir = self._action("Open folder…", self.choose_folder, "Ctrl+Shift+O", "Open a folder")
+        self.act_library = self._action("Library", self.show_library, "Ctrl+L",
+                                        "Patients and studies in the library", checkable=True)
+        self.act_viewer = self._action("Viewer", self.show_viewer, "Ctrl+Shift+V", "The images", checkable=True)
+        self.pages_group = QActionGroup(self)
+        self.pages_group.addAction(self.act_library)
+        self.pages_group.addAction(self.act_viewer)
+        self.act_viewer.setChecked(True)
+        self.act_import = self._action("Import files…", self.choose_import_files, "Ctrl+I",
+                                       "Import files, zip archives or photos into the library")
+        self.act_import_dir = self._action("Import folder…", self.choose_import_folder, "Ctrl+Shift+I",
+                                           "Import a folder (a CD, a USB stick …) into the library")
+        self.act_export = self._action("Export…", lambda: self.export_studies(), "Ctrl+E",
+                                       "Export the studies chosen in the library")
+        self.act_remove = self._action("Remove from library…", lambda: self.remove_studies(), "Del",
+                                       "Remove the studies chosen in the library")
+        self.act_search = self._action("Search the library", self.search_library, "Ctrl+F")
+        self.act_open = self._action("Open…", self.choose_files, "Ctrl+O", "Open DICOM files without importing them")
+        self.act_open_dir = self._action("Open folder…", self.choose_folder, "Ctrl+Shift+O",
+                                         "Open a folder without importing it")
         self.act_quit = self._action("Quit", self.close, "Ctrl+Q")
         self.tools = QActionGroup(self)
         self.act_tool = {}
@@ -108,15 +160,21 @@ class MainWindow(QMainWindow):
         self.act_about = self._action("About Lightbox", self.show_about)
         self.preset_menu = QMenu("Presets", self)
         self.preset_menu.aboutToShow.connect(self._fill_presets)
-        for n in range(1, 10):
-            self._action(f"Preset {n}", lambda _=False, i=n - 1: self.apply_preset(i), f"Ctrl+{n}")
+        self.act_presets = [self._action(f"Preset {n}", lambda _=False, i=n - 1: self.apply_preset(i), f"Ctrl+{n}")
+                            for n in range(1, 10)]
 
         bar = self.menuBar()
         m = bar.addMenu("&File")
+        m.addActions([self.act_import, self.act_import_dir])
+        m.addSeparator()
+        m.addActions([self.act_export, self.act_remove])
+        m.addSeparator()
         m.addActions([self.act_open, self.act_open_dir])
         m.addSeparator()
         m.addAction(self.act_quit)
         m = bar.addMenu("&View")
+        m.addActions([self.act_library, self.act_viewer, self.act_search])
+        m.addSeparator()
         m.addActions(list(self.act_tool.values()))
         m.addSeparator()
         m.addActions([self.act_fit, self.act_one, self.act_rot_l, self.act_rot_r, self.act_flip_h,
@@ -126,12 +184,33 @@ class MainWindow(QMainWindow):
         m = bar.addMenu("&Help")
         m.addActions([self.act_shortcuts, self.act_about])
 
+        pages = self.addToolBar("Pages")
+        pages.setObjectName("pages")
+        pages.setMovable(False)
+        pages.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        pages.addActions([self.act_library, self.act_viewer])
+        pages.addSeparator()
+        self.act_import_button = QAction("Import…", self)
+        self.act_import_button.setToolTip("Import files, a folder, a zip archive or photos into the library")
+        import_menu = QMenu(self)
+        import_menu.addActions([self.act_import, self.act_import_dir])
+        self.act_import_button.setMenu(import_menu)
+        self.act_import_button.triggered.connect(self.choose_import_files)
+        pages.addAction(self.act_import_button)
+        button = pages.widgetForAction(self.act_import_button)
+        if isinstance(button, QToolButton):
+            button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
+        pages.addAction(self.act_open)
+        # A series dragged from the library over the Viewer button turns the page, to be dropped on the image.
+        self._viewer_button = pages.widgetForAction(self.act_viewer)
+        self._viewer_button.setAcceptDrops(True)
+        self._viewer_button.installEventFilter(self)
+        self.pages_bar = pages
+
         tb = self.addToolBar("Tools")
         tb.setObjectName("tools")
         tb.setMovable(False)
         tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-        tb.addAction(self.act_open)
-        tb.addSeparator()
         tb.addActions(list(self.act_tool.values()))
         tb.addSeparator()
         presets = QToolButton(self)
@@ -143,6 +222,15 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         tb.addActions([self.act_fit, self.act_one, self.act_rot_l, self.act_rot_r, self.act_flip_h,
                        self.act_flip_v, self.act_invert, self.act_reset])
+        self.tools_bar = tb
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802
+        if watched is self._viewer_button and event.type() == QEvent.Type.DragEnter:
+            if dropped_series(event.mimeData()) is not None:
+                event.acceptProposedAction()
+                self.show_viewer()
+                return True
+        return super().eventFilter(watched, event)
 
     def set_tool(self, name: str) -> None:
         self.viewport.tool = name
@@ -170,6 +258,35 @@ class MainWindow(QMainWindow):
             self.viewport.set_voi(presets[index].voi)
             self.statusBar().showMessage(f"{presets[index].name}: {presets[index].voi}", 3000)
 
+    # -- pages --------------------------------------------------------------------------------
+
+    @property
+    def on_library(self) -> bool:
+        return self.pages.currentWidget() is self.browser
+
+    def show_library(self) -> None:
+        first = self.pages.currentWidget() is not self.browser
+        self.pages.setCurrentWidget(self.browser)
+        self.series_dock.hide()
+        self.tools_bar.hide()
+        self.act_library.setChecked(True)
+        if first:
+            self.browser.refresh()
+            self.browser.table.setFocus()
+        self._refresh()
+
+    def show_viewer(self) -> None:
+        self.pages.setCurrentWidget(self.viewport)
+        self.series_dock.show()
+        self.tools_bar.show()
+        self.act_viewer.setChecked(True)
+        self.viewport.setFocus()
+        self._refresh()
+
+    def search_library(self) -> None:
+        self.show_library()
+        self.browser.focus_search()
+
     # -- opening ------------------------------------------------------------------------------
 
     def choose_files(self) -> None:
@@ -183,22 +300,32 @@ class MainWindow(QMainWindow):
             self.open_paths([folder])
 
     def open_paths(self, names: list[str]) -> Job:
+        """Show files in the viewer without importing them."""
         job = Job(lambda reporter: open_paths(names, reporter), "Opening files")
         self._run(job, self._opened)
         return job
 
-    def _run(self, job: Job, done) -> None:
+    def _run(self, job: Job, done, *, cancellable: bool = True) -> JobRelay:
+        """Start a job off the GUI thread, its progress (and a Cancel button) in the status bar;
+        `done(job)` runs on the GUI thread when it ends."""
         relay = JobRelay(job, self)
         relay.progress.connect(self._job_progress)
-        relay.finished.connect(done)
-        relay.finished.connect(lambda _job, r=relay: self._relays.discard(r))
+        relay.finished.connect(self._job_ended)  # one slot: bookkeeping and `done` in one go
         self._relays.add(relay)
+        job.done_slot = done
+        job.relay = relay
+        job.cancellable = cancellable
+        self._shown_jobs.append(job)
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
+        self.cancel_button.setVisible(any(getattr(j, "cancellable", False) for j in self._shown_jobs))
         relay.start()
+        return relay
 
     @Slot(object)
     def _job_progress(self, job: Job) -> None:
+        if job not in self._shown_jobs:
+            return  # a late report of a job already ended
         p = job.progress
         if p.total:
             self.progress.setRange(0, int(p.total))
@@ -207,8 +334,33 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(p.message)
 
     @Slot(object)
+    def _job_ended(self, job: Job) -> None:
+        if job in self._shown_jobs:
+            self._shown_jobs.remove(job)
+        self.progress.setVisible(bool(self._shown_jobs))
+        self.cancel_button.setVisible(any(getattr(j, "cancellable", False) for j in self._shown_jobs))
+        if not self._shown_jobs:
+            self.statusBar().clearMessage()
+        try:
+            job.done_slot(job)
+        finally:
+            self._relays.discard(job.relay)
+
+    def cancel_jobs(self) -> None:
+        for job in self._shown_jobs:
+            if getattr(job, "cancellable", False):
+                job.cancel()
+        self.statusBar().showMessage("Stopping…")
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._shown_jobs)
+
+    @Slot(object)
     def _opened(self, job: Job) -> None:
-        self.progress.setVisible(False)
+        if job.state == State.CANCELLED:
+            self.statusBar().showMessage("Opening cancelled", 5000)
+            return
         if job.state != State.DONE:
             self._show_problem(str(job.error), dialog=True)
             self.opened_problem()
@@ -219,6 +371,7 @@ class MainWindow(QMainWindow):
         self.series += new
         self.strip.set_series(self.series)
         if new:
+            self.show_viewer()
             self.show_series(new[0])
             self._make_thumbnails(new)
         message = f"Opened {opened.count} image{'s' if opened.count != 1 else ''} in {len(opened.series)} series"
@@ -240,13 +393,57 @@ class MainWindow(QMainWindow):
         if os.environ.get("LIGHTBOX_QUIT_AFTER_SHOWN"):
             QApplication.exit(1)
 
-    def _make_thumbnails(self, series: list[Series]) -> None:
+    def open_study(self, study_uid: str, series_uid: str = "") -> bool:
+        """Show a study of the library in the viewer (at one of its series), instead of what was open."""
+        if not study_uid:
+            return False
+        try:
+            series = self.browser.library.viewer_series(study_uid)
+            study = self.browser.library.study(study_uid)
+        except LightboxError as exc:
+            self._show_problem(str(exc), dialog=True)
+            return False
+        if not series:
+            self._show_problem("This study has no images to show.", dialog=True)
+            return False
+        self.series = series
+        self.strip.set_series(series)
+        target = next((s for s in series if s.uid == series_uid), series[0])
+        self.show_viewer()
+        self.show_series(target)
+        self._make_thumbnails(series, from_library=True)
+        self.statusBar().showMessage(f"{study.patient.animal_name or '(no name)'}: {study_line(study)}", 8000)
+        return True
+
+    @Slot(str, str)
+    def show_dropped_series(self, series_uid: str, study_uid: str) -> None:
+        """A series dragged from the library onto the viewport: shown there, added to the open series."""
+        series = next((s for s in self.series if s.uid == series_uid), None)
+        if series is None and study_uid:
+            try:
+                series = next((s for s in self.browser.library.viewer_series(study_uid) if s.uid == series_uid), None)
+            except LightboxError as exc:
+                self._show_problem(str(exc), dialog=True)
+                return
+            if series is not None:
+                self.series.append(series)
+                self.strip.set_series(self.series)
+                self._make_thumbnails([series], from_library=True)
+        if series is None:
+            self._show_problem("That series is no longer in the library.")
+            return
+        self.show_viewer()
+        self.show_series(series)
+
+    def _make_thumbnails(self, series: list[Series], from_library: bool = False) -> None:
+        cache = self.browser.thumbnails if from_library else None
+
         def work(reporter):
             out = {}
             for s in series:
                 reporter.check()
                 try:
-                    out[s.uid] = thumbnail(s)
+                    out[s.uid] = _pixels(cache.get(s)) if cache is not None else thumbnail(s)
                 except LightboxError:
                     continue
             return out
@@ -269,22 +466,240 @@ class MainWindow(QMainWindow):
         self.strip.select(series)
         self.viewport.setFocus()
 
+    # -- the library: import, export, remove ---------------------------------------------------
+
+    def choose_import_files(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(
+            self, "Import into the library", "",
+            "DICOM files, zip archives and photos (*);;Zip archives (*.zip);;Photos (*.jpg *.jpeg *.png)")
+        if files:
+            self.import_into_library(files)
+
+    def choose_import_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Import a folder into the library")
+        if folder:
+            self.import_into_library([folder])
+
+    def import_into_library(self, names: list[str], context=None) -> Job:
+        """Import files, folders, archives into the library in a job; the browser shows the result.
+
+        Photos (JPEG, PNG) need a study: with `context` they go into it; without, the user is asked
+        whether they belong to the study chosen in the library.
+        """
+        from app.library import import_paths
+
+        names = [str(n) for n in names]
+
+        def work(reporter):
+            result = import_paths(names, context=context, reporter=reporter)
+            photos = [] if context is not None else _photos(result.failed)
+            return result, photos
+
+        job = Job(work, "Importing")
+        job.context = context
+        self.statusBar().showMessage("Importing…")
+        self._run(job, self._imported)
+        return job
+
+    @Slot(object)
+    def _imported(self, job: Job) -> None:
+        if job.state == State.CANCELLED:
+            self.statusBar().showMessage("Import cancelled; what was imported before stays in the library", 10000)
+            self.browser.refresh()
+            return
+        if job.state != State.DONE:
+            self.browser.refresh()
+            self._show_problem(str(job.error), dialog=True)
+            return
+        result, photos = job.result
+        self.last_import = result
+        failed = result.failed
+        if photos:
+            study = self.browser.current_study()
+            if study is not None and self._ask(
+                    "Import photos",
+                    f"{len(photos)} photo{'s' if len(photos) != 1 else ''} (JPEG or PNG) "
+                    f"{'were' if len(photos) != 1 else 'was'} found.\n\nAdd {'them' if len(photos) != 1 else 'it'} "
+                    f"to {study_name(study)} ({study.patient.species or 'patient'}, "
+                    f"owner {person(study.patient.owner) or 'unknown'})?"):
+                chosen = set(photos)
+                failed = [e for e in failed if e.path not in chosen]
+                self.import_into_library(photos, context=capture_context_for(study))
+        summary = result.summary()
+        if photos and len(failed) < len(result.failed):
+            summary += f"; adding {len(photos)} photo{'s' if len(photos) != 1 else ''}"
+        self.statusBar().showMessage(f"Import: {summary}", 15000)
+        self.show_library()
+        self.browser.refresh(select=result.studies[:1] or None)
+        if result.stopped:
+            self._show_problem(f"The import stopped early.\n\n{result.stopped}", dialog=True)
+        if result.conflicts:
+            self._queue_dialog(ConflictDialog(result.conflicts, self))
+        if failed:
+            self._queue_dialog(FailedFilesDialog(failed, self))
+
+    def _ask(self, title: str, text: str) -> bool:
+        answer = QMessageBox.question(self, title, text,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.Yes)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _queue_dialog(self, dialog: QDialog) -> None:
+        """Reports are shown one after the other, without blocking what runs meanwhile."""
+        if os.environ.get("LIGHTBOX_QUIT_AFTER_SHOWN"):
+            dialog.deleteLater()
+            return
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.finished.connect(lambda _result, d=dialog: self._dialog_closed(d))
+        self._dialogs.append(dialog)
+        if len(self._dialogs) == 1:
+            dialog.open()
+
+    def _dialog_closed(self, dialog: QDialog) -> None:
+        if dialog in self._dialogs:
+            self._dialogs.remove(dialog)
+        if self._dialogs:
+            self._dialogs[0].open()
+
+    @property
+    def dialogs(self) -> list[QDialog]:
+        """The import reports shown or waiting (the first is shown)."""
+        return list(self._dialogs)
+
+    def export_studies(self, uids: list[str] | None = None, options: ExportOptions | None = None) -> Job | None:
+        """Export studies of the library in a job; without `options`, the user chooses in a dialog."""
+        uids = list(uids) if uids else self.browser.selected_uids()
+        if not uids:
+            self.statusBar().showMessage("Choose one or more studies in the library to export", 5000)
+            return None
+        try:
+            from app.library.export import export_study
+        except ImportError:
+            self._show_problem("Export is not available in this version of Lightbox.", dialog=True)
+            return None
+        try:
+            studies = [self.browser.library.study(uid) for uid in uids]
+        except LightboxError as exc:
+            self._show_problem(str(exc), dialog=True)
+            return None
+        if options is None:
+            options = ExportDialog.ask(studies, self)
+            if options is None:
+                return None
+
+        def work(reporter):
+            results = []
+            for n, study in enumerate(studies):
+                reporter.update(0, None, f"Exporting {study_name(study)} ({n + 1} of {len(studies)})")
+                results.append(export_study(study.uid, options.target(study, n, len(studies)),
+                                            format=options.format, anonymize=options.anonymize, reporter=reporter))
+            return results
+
+        job = Job(work, "Exporting")
+        job.options = options
+        self._run(job, self._exported)
+        return job
+
+    @Slot(object)
+    def _exported(self, job: Job) -> None:
+        if job.state == State.CANCELLED:
+            self.statusBar().showMessage("Export cancelled; nothing was left half-written", 8000)
+            return
+        if job.state != State.DONE:
+            self._show_problem(f"The export did not finish.\n\n{job.error}", dialog=True)
+            return
+        results = job.result or []
+        if len(results) == 1 and hasattr(results[0], "summary"):
+            message = results[0].summary()
+        else:
+            message = f"Exported {len(results)} studies to {job.options.destination}"
+        self.statusBar().showMessage(message, 15000)
+        warnings = [w for r in results for w in getattr(r, "warnings", [])]
+        if warnings:
+            self._show_problem(message + "\n\n" + "\n".join(warnings[:12]), dialog=True)
+
+    def remove_studies(self, uids: list[str] | None = None) -> Job | None:
+        """Remove studies (their files too) from the library, once the user has confirmed."""
+        uids = list(uids) if uids else self.browser.selected_uids()
+        if not uids:
+            return None
+        try:
+            studies = [self.browser.library.study(uid) for uid in uids]
+        except LightboxError as exc:
+            self._show_problem(str(exc), dialog=True)
+            return None
+        what = study_name(studies[0]) if len(studies) == 1 else f"these {len(studies)} studies"
+        answer = QMessageBox.question(
+            self, "Remove from the library",
+            f"Remove {what} from the library?\n\nIts images are deleted from this computer. "
+            "Copies elsewhere (a PACS, a CD) are not touched.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
+        if answer != QMessageBox.StandardButton.Yes:
+            return None
+        self._close_studies(set(uids))
+
+        def work(reporter):
+            from app.library import Library
+
+            removed = 0
+            with Library() as library:
+                for n, uid in enumerate(uids):
+                    reporter.update(n, len(uids), f"Removing study {n + 1} of {len(uids)}")
+                    removed += library.remove_study(uid)
+            return removed
+
+        job = Job(work, "Removing")
+        self._run(job, self._removed, cancellable=False)
+        return job
+
+    def _close_studies(self, uids: set[str]) -> None:
+        """Take series of these studies out of the viewer (their files are about to go)."""
+        keep = [s for s in self.series if s.study_uid not in uids]
+        if len(keep) == len(self.series):
+            return
+        shown = self.viewport.series
+        self.series = keep
+        self.strip.set_series(keep)
+        if shown is not None and shown.study_uid in uids:
+            if keep:
+                self.show_series(keep[0])
+            else:
+                self.viewport.set_series(None)
+
+    @Slot(object)
+    def _removed(self, job: Job) -> None:
+        self.browser.refresh()
+        if job.state != State.DONE:
+            self._show_problem(str(job.error), dialog=True)
+        else:
+            self.statusBar().showMessage(f"Removed from the library ({job.result} images deleted)", 8000)
+
     # -- state shown around the viewport -------------------------------------------------------
 
     @Slot()
     def _refresh(self) -> None:
         v = self.viewport
         s = v.series
-        title = "Lightbox"
-        if s is not None:
+        viewer = not self.on_library
+        if not viewer:
+            n = self.browser.total
+            title = f"Library ({n} stud{'y' if n == 1 else 'ies'}) — Lightbox"
+        elif s is not None:
             name = s.patient.name.replace("^", " ") or "(no name)"
             title = f"{name} — {s.title} — Lightbox"
+        else:
+            title = "Lightbox"
         self.setWindowTitle(title)
-        has = v.image is not None
+        has = viewer and v.image is not None
         for act in (self.act_fit, self.act_one, self.act_rot_l, self.act_rot_r, self.act_flip_h,
                     self.act_flip_v, self.act_invert, self.act_reset):
             act.setEnabled(has)
+        for act in (*self.act_tool.values(), *self.act_presets):
+            act.setEnabled(viewer)
         self.act_invert.setChecked(v.invert)
+        chosen = not viewer and bool(self.browser.selected_uids())
+        self.act_export.setEnabled(chosen)
+        self.act_remove.setEnabled(chosen)
 
     @Slot(str)
     def _show_problem(self, message: str, dialog: bool = False) -> None:
@@ -308,16 +723,48 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:  # noqa: N802
+        """Files dropped on the library are imported; on the viewer, they are opened."""
         files = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if files:
             event.acceptProposedAction()
-            self.open_paths(files)
+            if self.on_library:
+                self.import_into_library(files)
+            else:
+                self.open_paths(files)
 
     def closeEvent(self, event) -> None:  # noqa: N802
         for relay in list(self._relays):
             relay.job.cancel()
+        self.browser.close_library()
         _settings().setValue("window/geometry", self.saveGeometry())
         super().closeEvent(event)
+
+
+def _pixels(image: QImage) -> np.ndarray:
+    """A thumbnail QImage as the uint8 RGB array the series strip takes."""
+    image = image.convertToFormat(QImage.Format.Format_RGB888)
+    arr = np.frombuffer(image.constBits(), dtype=np.uint8, count=image.sizeInBytes())
+    return arr.reshape(image.height(), image.bytesPerLine())[:, : image.width() * 3].reshape(
+        image.height(), image.width(), 3).copy()
+
+
+def _photos(entries) -> list[str]:
+    """Files among failed import entries that are photos (JPEG, PNG) waiting for a study."""
+    try:
+        from app.dicom.capture import capture_kind
+    except ImportError:
+        return []
+    out = []
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            if path.is_file():
+                with open(path, "rb") as fp:
+                    if capture_kind(fp.read(16)):
+                        out.append(entry.path)
+        except OSError:
+            continue
+    return out
 
 
 def _dark_palette(app: QApplication) -> None:
@@ -361,18 +808,31 @@ def create_app() -> QApplication:
     return app
 
 
+def start(window: MainWindow, names: list[str]) -> None:
+    """What the window shows first: `names` in the viewer (not imported); else the library when it holds
+    studies; else, the first time, the sample study in the viewer; else the (empty) library."""
+    if names:
+        window.open_paths(names)
+    elif window.browser.has_studies():
+        window.show_library()
+    elif _first_run() and paths.sample_study().is_dir():
+        window.open_paths([str(paths.sample_study())])
+    else:
+        window.show_library()  # empty: it says how to import
+
+
 def run(names: list[str]) -> int:
-    """Open the main window on `names` (or the sample study the first time) and run until closed."""
+    """Open the main window (see `start`) and run until closed."""
     app = create_app()
     window = MainWindow()
     geometry = _settings().value("window/geometry")
     if geometry is None or not window.restoreGeometry(geometry):
         window.resize(1280, 860)
     window.show()
+    start(window, names)
     if os.environ.get("LIGHTBOX_QUIT_AFTER_SHOWN"):
-        window.viewport.painted.connect(lambda: QTimer.singleShot(0, app.quit))
-    if names:
-        window.open_paths(names)
-    elif _first_run() and paths.sample_study().is_dir():
-        window.open_paths([str(paths.sample_study())])
+        if window.on_library:
+            QTimer.singleShot(0, app.quit)
+        else:
+            window.viewport.painted.connect(lambda: QTimer.singleShot(0, app.quit))
     return app.exec()

@@ -6,10 +6,11 @@ only the visible region of the image, at (at most) the screen's resolution, and 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QFont, QPainter, QTransform
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -27,12 +28,31 @@ from app.ui.jobs import JobRelay
 log = logging.getLogger(__name__)
 
 MIN_ZOOM, MAX_ZOOM = 0.02, 40.0
+SERIES_MIME = "application/x-lightbox-series"  # a series dragged from the library: its series and study UIDs
+
+
+def series_mime_data(series_uid: str, study_uid: str) -> QMimeData:
+    mime = QMimeData()
+    mime.setData(SERIES_MIME, json.dumps({"series_uid": series_uid, "study_uid": study_uid}).encode("utf-8"))
+    return mime
+
+
+def dropped_series(mime: QMimeData) -> tuple[str, str] | None:
+    """(series UID, study UID) of a dragged series, or None when the drag carries something else."""
+    if mime is None or not mime.hasFormat(SERIES_MIME):
+        return None
+    try:
+        payload = json.loads(bytes(mime.data(SERIES_MIME)).decode("utf-8"))
+        return str(payload["series_uid"]), str(payload.get("study_uid", ""))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class Viewport(QWidget):
     changed = Signal()  # what is shown, or how, has changed (overlays, toolbars follow)
     problem = Signal(str)  # a user-facing message: this image cannot be shown
     painted = Signal()  # an image reached the screen
+    series_dropped = Signal(str, str)  # series UID, study UID: a series from the library was dropped here
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -40,6 +60,7 @@ class Viewport(QWidget):
         self.setMinimumSize(200, 200)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMouseTracking(False)
+        self.setAcceptDrops(True)  # series from the library; files are left to the window
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self.series: Series | None = None
         self.position = 0
@@ -419,6 +440,27 @@ class Viewport(QWidget):
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
         self.changed.emit()
+
+    # -- a series dragged from the library ----------------------------------------------------
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if dropped_series(event.mimeData()) is not None:
+            event.setDropAction(Qt.DropAction.CopyAction)  # never a move: the library keeps its series
+            event.accept()
+        else:
+            event.ignore()  # files: the window opens them
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        found = dropped_series(event.mimeData())
+        if found is None:
+            event.ignore()
+            return
+        event.setDropAction(Qt.DropAction.CopyAction)
+        event.accept()
+        self.series_dropped.emit(*found)
 
     # -- mouse and keys -----------------------------------------------------------------------
 
