@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import sqlite3
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pydicom
 from app.dicom.reading import part10_bytes, read
 from app.errors import Cancelled, FileProblem, LightboxError
 from app.library.library import Conflict, InstanceFields, Library, instance_fields
-from app.library.store import FileStore, StorageError
+from app.library.store import FileStore, StorageError, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class _Preparer:
 
     def __init__(self, library_root: Path, issuers: tuple[str, ...], owner: int | None = None):
         self.store = FileStore(library_root / "files", owner)
-        self.db_path = library_root / "index.sqlite"
+        self.db_path = Path(library_root).absolute() / "index.sqlite"  # as_uri() needs an absolute path
         self.issuers = issuers
         self._db: sqlite3.Connection | None = None
 
@@ -174,6 +175,15 @@ _worker: _Preparer | None = None
 def _start_worker(library_root: Path, issuers: tuple[str, ...], owner: int) -> None:
     global _worker
     _worker = _Preparer(library_root, issuers, owner)
+    threading.Thread(target=_exit_with, args=(owner,), name="exit-with-importer", daemon=True).start()
+
+
+def _exit_with(owner: int) -> None:
+    """End this worker when the importing process is gone (killed): a pool's workers would wait forever."""
+    parent = os.getppid()
+    while os.getppid() == parent and process_alive(owner):
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _prepare_chunk(items: list[_Item]) -> list[_Prepared]:

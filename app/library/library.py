@@ -249,6 +249,7 @@ class Library:
             self.db.close()
             raise
         self._in_batch = False
+        self._batch_sops: set[str] = set()  # indexed in the open transaction; their files may not be final yet
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -272,11 +273,13 @@ class Library:
         if self._in_batch:
             self.db.execute("COMMIT")
             self._in_batch = False
+        self._batch_sops.clear()
 
     def rollback(self) -> None:
         if self._in_batch:
             self.db.execute("ROLLBACK")
             self._in_batch = False
+        self._batch_sops.clear()
 
     # -- adding ---------------------------------------------------------------------------------
 
@@ -314,10 +317,14 @@ class Library:
             self.begin()
         self.db.execute("SAVEPOINT one_instance")  # all rows of this instance, or none
         try:
-            if self.db.execute("SELECT 1 FROM instances WHERE sop_uid = ?", (fields.sop_uid,)).fetchone():
-                conflicts, status = [], "duplicate"  # the same instance twice in one batch
+            old = self.db.execute("SELECT pk, path FROM instances WHERE sop_uid = ?", (fields.sop_uid,)).fetchone()
+            if old is not None and (fields.sop_uid in self._batch_sops or self.store.absolute(old[1]).is_file()):
+                conflicts, status = [], "duplicate"  # twice in one batch, or already stored
             else:
+                if old is not None:
+                    self._delete_instance_rows([old[0]])  # its file vanished: this copy takes its place
                 conflicts, status = self._index(fields, relative, size, source), "imported"
+                self._batch_sops.add(fields.sop_uid)
             self.db.execute("RELEASE one_instance")
         except BaseException:
             self.db.execute("ROLLBACK TO one_instance")

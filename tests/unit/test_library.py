@@ -471,3 +471,14 @@ def test_an_import_killed_midway_is_repaired_by_the_next_one(library, tmp_path):
     assert not stray.exists() and live.exists()  # only the dead import's leftovers go
     assert not (library.root / "imports" / str(pid)).exists()
     assert not any((library.root / "imports").iterdir())
+
+
+def test_an_instance_whose_file_vanished_is_stored_again_on_reimport(library):
+    import_paths([SAMPLE / "ct"], library=library)
+    lost = library.instances(study_uid=library.studies()[0].uid)[3]
+    lost.path.unlink()
+    result = import_paths([SAMPLE / "ct"], library=library)
+    assert statuses(result).count("imported") == 1 and statuses(result).count("duplicate") == 23
+    assert library.instance(lost.sop_uid).path.is_file()
+    assert library.studies()[0].instance_count == 24 == library.counts()["instances"]
+    assert library.check(repair=False).clean
