@@ -1,0 +1,52 @@
+"""Shared peers for the integration tests: an HTTPS server with its own test CA (and a plain HTTP one)."""
+
+from __future__ import annotations
+
+import pytest
+import trustme
+
+from tests.integration.https_server import TestServer, https_server as _https_server
+
+
+@pytest.fixture(scope="session")
+def test_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def _ca_file(test_ca, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("test-ca") / "ca.pem"
+    test_ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def _https_server_session(test_ca):
+    server = _https_server(test_ca).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ca_bundle(_ca_file, monkeypatch) -> str:
+    """The test CA's PEM file, trusted for this test through REQUESTS_CA_BUNDLE."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", _ca_file)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return _ca_file
+
+
+@pytest.fixture
+def https_server(_https_server_session, ca_bundle) -> TestServer:
+    """The session's HTTPS server (127.0.0.1 and localhost), trusted by requests for this test.
+    Register routes with .route(path, handler) or .reply(path, body); .requests logs what arrived."""
+    return _https_server_session
+
+
+@pytest.fixture(scope="session")
+def http_server():
+    """A plain HTTP server on 127.0.0.1, for what must be refused or allowed only on loopback."""
+    server = TestServer().start()
+    yield server
+    server.stop()
