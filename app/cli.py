@@ -13,7 +13,7 @@ from app.errors import LightboxError, UsageError
 
 log = logging.getLogger("app.cli")
 
-COMMANDS = ("info", "render", "view", "import", "library", "export")
+COMMANDS = ("info", "render", "view", "import", "library", "export", "open", "register-scheme", "unregister-scheme")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--window", metavar="CENTER,WIDTH", help="png/jpeg: window centre and width")
     group.add_argument("--preset", metavar="NAME", help="png/jpeg: a preset by name (e.g. Lung)")
     p.add_argument("--json", action="store_true", help="what was written, as JSON")
+
+    p = sub.add_parser("open", help="open a lightbox:// link (also: lightbox URI, as the system calls it)")
+    p.add_argument("uri", metavar="URI")
+    p.add_argument("--no-gui", action="store_true", help="download and import without a window; print the result")
+    p.add_argument("--json", action="store_true", help="with --no-gui: what was imported, as JSON")
+
+    for name, text in (("register-scheme", "make lightbox:// links open Lightbox (this user)"),
+                       ("unregister-scheme", "stop lightbox:// links opening Lightbox (this user)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -101,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = _negative_values(argv)
 
     logfile.setup()
-    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+    if argv and argv[0].lower().startswith("lightbox:"):
+        argv = ["open", *argv]  # how the operating system passes a clicked link
+    elif argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
         argv = ["view", *argv]  # lightbox FILE... opens the viewer
     elif not argv:
         argv = ["view"]
@@ -362,5 +374,43 @@ def cmd_export(args) -> int:
     return 0
 
 
+# -- links ----------------------------------------------------------------------------------------
+
+def cmd_open(args) -> int:
+    if not args.no_gui:
+        from app.ui.main_window import run
+
+        return run([], links=[args.uri])
+    from app.links.open import open_link
+
+    result = _run_job("Downloading", lambda reporter: open_link(args.uri, reporter=reporter))
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        for warning in result.warnings:
+            print(f"warning: {warning}")
+        for entry in result.imported.failed:
+            print(f"failed: {entry.path}: {entry.error}")
+        for conflict in result.imported.conflicts:
+            print(f"conflict: {conflict.message}")
+        print(result.imported.summary())
+        for uid in result.study_uids:
+            print(f"study {uid}")
+    return 1 if result.imported.failed else 0
+
+
+def cmd_scheme(args) -> int:
+    from app.desktop import scheme
+
+    where = scheme.register() if args.command == "register-scheme" else scheme.unregister()
+    if args.json:
+        _print_json({"registered": args.command == "register-scheme", "where": where})
+    else:
+        print(f"lightbox:// links {'open Lightbox' if args.command == 'register-scheme' else 'no longer open Lightbox'}"
+              f" ({where}).")
+    return 0
+
+
 _COMMANDS = {"info": cmd_info, "render": cmd_render, "view": cmd_view, "import": cmd_import,
-             "library": cmd_library, "export": cmd_export}
+             "library": cmd_library, "export": cmd_export, "open": cmd_open, "register-scheme": cmd_scheme,
+             "unregister-scheme": cmd_scheme}

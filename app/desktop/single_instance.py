@@ -16,9 +16,10 @@ import os
 import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QLockFile, QObject, QThread, Signal
+from PySide6.QtCore import QLockFile, QObject, QThread, Signal, Slot
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
 from app import paths
@@ -55,18 +56,14 @@ def server_name() -> str:
     return str(_private_dir() / f"{name}.sock")
 
 
-def _core_app() -> QCoreApplication:
-    return QCoreApplication.instance() or QCoreApplication([sys.argv[0] if sys.argv else "lightbox"])
-
-
 def hand_over(argv: list[str], *, name: str | None = None, timeout_ms: int = REPLY_MS) -> bool:
-    """Give the request to the running instance; False when none is running (or it did not answer)."""
-    _core_app()
+    """Give the request to the running instance; False when none is running (or it did not answer).
+    Needs no QCoreApplication, so the caller may still create a QApplication afterwards."""
     socket = QLocalSocket()
     socket.connectToServer(name or server_name())
     if not socket.waitForConnected(CONNECT_MS):
         return False
-    socket.write(json.dumps({"argv": argv}).encode("utf-8") + b"\n")
+    socket.write(json.dumps({"argv": argv, "sent": time.time()}).encode("utf-8") + b"\n")
     socket.flush()
     reply = b""
     while b"\n" not in reply:
@@ -80,9 +77,10 @@ def hand_over(argv: list[str], *, name: str | None = None, timeout_ms: int = REP
 
 
 class Instance(QObject):
-    """The running instance's end: emits `received(argv)` for every request, in arrival order."""
+    """The running instance's end: emits `received(argv, sent)` for every request, in arrival order
+    (`sent`: the sender's time.time(), for measuring the hand-over)."""
 
-    received = Signal(list)
+    received = Signal(list, float)
 
     def __init__(self, name: str | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -90,7 +88,6 @@ class Instance(QObject):
         self.server = QLocalServer(self)
         self.server.setSocketOptions(QLocalServer.SocketOption.UserAccessOption)
         self.server.newConnection.connect(self._accept)
-        self._buffers: dict[QLocalSocket, bytes] = {}
         self.lock: QLockFile | None = None
 
     def listen(self) -> bool:
@@ -123,38 +120,39 @@ class Instance(QObject):
     def _accept(self) -> None:
         while self.server.hasPendingConnections():
             socket = self.server.nextPendingConnection()
-            self._buffers[socket] = b""
-            socket.readyRead.connect(lambda s=socket: self._read(s))
-            socket.disconnected.connect(lambda s=socket: self._forget(s))
+            socket.setProperty("request", b"")
+            socket.readyRead.connect(self._ready)
+            socket.disconnected.connect(socket.deleteLater)
             if socket.bytesAvailable():
                 self._read(socket)
 
+    @Slot()
+    def _ready(self) -> None:
+        socket = self.sender()
+        if isinstance(socket, QLocalSocket):
+            self._read(socket)
+
     def _read(self, socket: QLocalSocket) -> None:
-        data = self._buffers.get(socket, b"") + bytes(socket.readAll())
+        data = bytes(socket.property("request") or b"") + bytes(socket.readAll())
         if len(data) > MAX_REQUEST:
             log.warning("a request to the running Lightbox was too large; ignored")
             socket.abort()
-            self._forget(socket)
             return
         line, newline, rest = data.partition(b"\n")
+        socket.setProperty("request", rest if newline else data)
         if not newline:
-            self._buffers[socket] = data
             return
-        self._buffers[socket] = rest
         try:
             request = json.loads(line.decode("utf-8"))
             argv = [str(a) for a in request["argv"]]
-        except (ValueError, KeyError, TypeError):
+            sent = float(request.get("sent") or time.time())
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("an unreadable request to the running Lightbox was ignored")
             socket.abort()
             return
         socket.write(b"ok\n")
         socket.flush()
-        self.received.emit(argv)
-
-    def _forget(self, socket: QLocalSocket) -> None:
-        self._buffers.pop(socket, None)
-        socket.deleteLater()
+        self.received.emit(argv, sent)
 
 
 def start_or_hand_over(argv: list[str]) -> Instance | None:

@@ -3,13 +3,16 @@ menus, import/export/remove jobs with progress in the status bar, drag and drop.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QEvent, QSettings, Qt, QTimer, Slot
+from PySide6.QtCore import QEvent, QSettings, Qt, QTimer, QUrl, Slot
 from PySide6.QtGui import QAction, QActionGroup, QColor, QImage, QKeySequence, QPalette
 from PySide6.QtWidgets import (
     QApplication, QDialog, QDockWidget, QFileDialog, QMainWindow, QMenu, QMessageBox, QProgressBar, QStackedWidget,
@@ -64,6 +67,9 @@ class MainWindow(QMainWindow):
         self._relays: set[JobRelay] = set()
         self._shown_jobs: list[Job] = []  # jobs whose progress the status bar shows
         self._dialogs: list[QDialog] = []  # reports waiting to be shown, one after the other
+        self._links: deque[tuple[str, dict]] = deque()  # links waiting, followed one after the other
+        self._link_job: Job | None = None
+        self.last_link = None  # the LinkResult last shown (for tests and the timing log)
 
         self.viewport = Viewport(self)
         self.viewport.changed.connect(self._refresh)
@@ -225,12 +231,27 @@ class MainWindow(QMainWindow):
         self.tools_bar = tb
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802
+        if event.type() == QEvent.Type.FileOpen and watched is QApplication.instance():
+            return self.file_open_event(event)
         if watched is self._viewer_button and event.type() == QEvent.Type.DragEnter:
             if dropped_series(event.mimeData()) is not None:
                 event.acceptProposedAction()
                 self.show_viewer()
                 return True
         return super().eventFilter(watched, event)
+
+    def file_open_event(self, event) -> bool:
+        """macOS hands clicked lightbox:// links (and files opened from Finder) to the app as QFileOpenEvent."""
+        url = event.url()
+        if url.scheme().lower() == "lightbox":
+            self.bring_forward()
+            self.open_link(url.toString(QUrl.ComponentFormattingOption.FullyEncoded))
+            return True
+        if event.file():
+            self.bring_forward()
+            self.open_paths([event.file()])
+            return True
+        return False
 
     def set_tool(self, name: str) -> None:
         self.viewport.tool = name
@@ -479,6 +500,83 @@ class MainWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, "Import a folder into the library")
         if folder:
             self.import_into_library([folder])
+
+    # -- links and requests from other starts ---------------------------------------------------
+
+    @Slot(list, float)
+    def handle_request(self, argv: list[str], sent: float = 0.0) -> None:
+        """What a second start of Lightbox asked for: ["open", URI], ["view", PATH...], or [] to come forward."""
+        self.bring_forward()
+        if len(argv) >= 2 and argv[0] == "open":
+            self.open_link(argv[1], handover_s=max(0.0, time.time() - sent) if sent else None)
+        elif argv and argv[0] == "view" and argv[1:]:
+            self.open_paths(argv[1:])
+
+    def bring_forward(self) -> None:
+        if self.isMinimized():
+            self.showNormal()
+        self.show()
+        self.raise_()
+        self.activateWindow()
+
+    def open_link(self, uri: str, handover_s: float | None = None) -> None:
+        """Download what a lightbox:// link names into the library and show it; links queue up in order."""
+        self._links.append((uri, {"handover": handover_s, "arrived": time.perf_counter()}))
+        if self._link_job is None:
+            self._next_link()
+
+    def _next_link(self) -> None:
+        if not self._links:
+            return
+        from app.links.open import open_link
+
+        uri, timing = self._links.popleft()
+        job = Job(lambda reporter: open_link(uri, reporter=reporter), "Opening the link")
+        self._link_job = job
+        self.statusBar().showMessage("Downloading from the link…")
+        self._run(job, lambda j, t=timing: self._link_done(j, t))
+
+    def _link_done(self, job: Job, timing: dict) -> None:
+        self._link_job = None
+        try:
+            if job.state == State.CANCELLED:
+                self.statusBar().showMessage("Link cancelled", 8000)
+            elif job.state != State.DONE:
+                self._show_problem(str(job.error), dialog=True)
+                self.opened_problem()
+            else:
+                self._show_link_result(job.result, timing)
+        finally:
+            self._next_link()
+
+    def _show_link_result(self, result, timing: dict) -> None:
+        self.last_link = result
+        self.browser.refresh(select=result.study_uids[:1])
+        shown_at = time.perf_counter()
+        if os.environ.get("LIGHTBOX_TIMINGS"):
+            self.viewport.painted.connect(self._log_link_timing)
+            self._timing = {**timing, **result.timings, "import_done": shown_at}
+        if self.open_study(result.study_uids[0]):
+            self.statusBar().showMessage(f"From the link: {result.imported.summary()}", 10000)
+        for warning in result.warnings:
+            log.warning("link: %s", warning)
+        if result.imported.conflicts:
+            self._queue_dialog(ConflictDialog(result.imported.conflicts, self))
+        if result.imported.failed:
+            self._queue_dialog(FailedFilesDialog(result.imported.failed, self))
+
+    @Slot()
+    def _log_link_timing(self) -> None:
+        """One JSON line per link shown, to the file LIGHTBOX_TIMINGS names (for bench/)."""
+        self.viewport.painted.disconnect(self._log_link_timing)
+        t = self._timing
+        now = time.perf_counter()
+        record = {"handover_ms": None if t["handover"] is None else round(t["handover"] * 1000, 1),
+                  "download_ms": round(t["download"] * 1000, 1), "import_ms": round(t["import"] * 1000, 1),
+                  "decode_render_ms": round((now - t["import_done"]) * 1000, 1),
+                  "arrived_to_shown_ms": round((now - t["arrived"]) * 1000, 1), "shown_wall": time.time()}
+        with open(os.environ["LIGHTBOX_TIMINGS"], "a", encoding="utf-8") as fp:
+            fp.write(json.dumps(record) + "\n")
 
     def import_into_library(self, names: list[str], context=None) -> Job:
         """Import files, folders, archives into the library in a job; the browser shows the result.
@@ -808,10 +906,14 @@ def create_app() -> QApplication:
     return app
 
 
-def start(window: MainWindow, names: list[str]) -> None:
-    """What the window shows first: `names` in the viewer (not imported); else the library when it holds
-    studies; else, the first time, the sample study in the viewer; else the (empty) library."""
-    if names:
+def start(window: MainWindow, names: list[str], links: list[str] = ()) -> None:
+    """What the window shows first: a link's study; `names` in the viewer (not imported); else the library
+    when it holds studies; else, the first time, the sample study in the viewer; else the (empty) library."""
+    if links:
+        window.show_library()
+        for link in links:
+            window.open_link(link)
+    elif names:
         window.open_paths(names)
     elif window.browser.has_studies():
         window.show_library()
@@ -821,18 +923,32 @@ def start(window: MainWindow, names: list[str]) -> None:
         window.show_library()  # empty: it says how to import
 
 
-def run(names: list[str]) -> int:
-    """Open the main window (see `start`) and run until closed."""
+def run(names: list[str], links: list[str] = ()) -> int:
+    """Hand the request to the Lightbox already running for this user, or open the main window
+    (see `start`) and run until closed, taking the requests of later starts."""
+    from app.desktop.single_instance import hand_over, start_or_hand_over
+
+    request = ["open", *links] if links else ["view", *[str(Path(n).absolute()) for n in names]]
+    if hand_over(request):
+        return 0
     app = create_app()
+    instance = start_or_hand_over(request)
+    if instance is None:
+        return 0
     window = MainWindow()
+    instance.setParent(window)
+    instance.received.connect(window.handle_request)
+    app.installEventFilter(window)  # macOS delivers clicked links as QFileOpenEvent
     geometry = _settings().value("window/geometry")
     if geometry is None or not window.restoreGeometry(geometry):
         window.resize(1280, 860)
     window.show()
-    start(window, names)
+    start(window, names, links)
     if os.environ.get("LIGHTBOX_QUIT_AFTER_SHOWN"):
-        if window.on_library:
+        if window.on_library and not links:
             QTimer.singleShot(0, app.quit)
         else:
             window.viewport.painted.connect(lambda: QTimer.singleShot(0, app.quit))
-    return app.exec()
+    code = app.exec()
+    instance.close()
+    return code

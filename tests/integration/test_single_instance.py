@@ -1,5 +1,6 @@
 """One running Lightbox per user: hand-over over a private local socket, stale sockets, other users."""
 
+import json
 import os
 import shutil
 import socket
@@ -15,25 +16,44 @@ from tests.conftest import ROOT
 
 CLIENT = ("import sys; from app.desktop.single_instance import hand_over; "
           "sys.exit(0 if hand_over(sys.argv[1:]) else 3)")
+# The running instance, in a process of its own: prints READY, then each request as a JSON line.
+SERVER = """
+import json, sys, threading
+from PySide6.QtCore import QCoreApplication, QTimer
+from app.desktop.single_instance import Instance
+app = QCoreApplication([])
+inst = Instance()
+print("READY" if inst.listen() else "TAKEN", flush=True)
+inst.received.connect(lambda argv, sent: print(json.dumps(argv), flush=True))
+stdin_closed = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stdin_closed.set()), daemon=True).start()
+poll = QTimer()
+poll.timeout.connect(lambda: stdin_closed.is_set() and app.quit())
+poll.start(50)
+app.exec()
+inst.close()
+"""
+
+
+def env():
+    return {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
 
 
 @pytest.fixture
-def instance(qapp):
-    inst = single_instance.Instance()
-    assert inst.listen()
-    received = []
-    inst.received.connect(received.append)
-    inst.log = received
-    yield inst
-    inst.close()
+def instance():
+    server = subprocess.Popen([sys.executable, "-c", SERVER], cwd=ROOT, env=env(), text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert server.stdout.readline().strip() == "READY"
+    yield server
+    server.stdin.close()
+    assert server.wait(15) == 0  # and it quits cleanly
 
 
 def client(*argv):
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    return subprocess.Popen([sys.executable, "-c", CLIENT, *argv], cwd=ROOT, env=env)
+    return subprocess.Popen([sys.executable, "-c", CLIENT, *argv], cwd=ROOT, env=env())
 
 
-def test_ten_links_in_a_second_all_reach_the_running_instance(instance, qtbot):
+def test_ten_links_in_a_second_all_reach_the_running_instance(instance):
     links = [f"lightbox://open-image-url/?location=https%3A%2F%2Fa.example%2F{n}.dcm" for n in range(10)]
     started = time.monotonic()
     clients = []
@@ -41,20 +61,24 @@ def test_ten_links_in_a_second_all_reach_the_running_instance(instance, qtbot):
         clients.append(client("open", link))
         time.sleep(0.09)
     assert time.monotonic() - started < 1.2
-    qtbot.waitUntil(lambda: len(instance.log) == 10, timeout=15000)
-    assert [c.wait(15) for c in clients] == [0] * 10
-    assert sorted(argv[1] for argv in instance.log) == sorted(links)
+    assert [c.wait(15) for c in clients] == [0] * 10  # each was confirmed by the instance
+    received = [json.loads(instance.stdout.readline()) for _ in links]
+    assert sorted(argv[1] for argv in received) == sorted(links)
 
 
 def test_a_second_instance_does_not_take_over(instance):
-    assert not single_instance.Instance().listen()
+    second = subprocess.Popen([sys.executable, "-c", SERVER], cwd=ROOT, env=env(), text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert second.stdout.readline().strip() == "TAKEN"
+    second.stdin.close()
+    second.wait(15)
 
 
-def test_without_a_running_instance_hand_over_says_no(qapp):
-    assert single_instance.hand_over(["open", "lightbox://x"]) is False
+def test_without_a_running_instance_hand_over_says_no():
+    assert client("open", "lightbox://x").wait(15) == 3
 
 
-def test_a_stale_socket_from_a_crash_does_not_block_the_next_start(qapp):
+def test_a_stale_socket_from_a_crash_does_not_block_the_next_start():
     if sys.platform == "win32":
         return  # named pipes vanish with their process
     path = single_instance.server_name()
@@ -65,15 +89,18 @@ def test_a_stale_socket_from_a_crash_does_not_block_the_next_start(qapp):
     with open(f"{path}.lock", "w") as lock:  # and its lock, naming a process that no longer exists
         lock.write(f"{gone.stdout.strip()}\nlightbox\n\n")
     assert os.path.exists(path)
-    inst = single_instance.Instance()
-    assert inst.listen()
-    inst.close()
+    server = subprocess.Popen([sys.executable, "-c", SERVER], cwd=ROOT, env=env(), text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert server.stdout.readline().strip() == "READY"
+    assert client("open", "lightbox://x").wait(15) == 0
+    server.stdin.close()
+    assert server.wait(15) == 0
 
 
 def test_the_socket_is_private_to_this_user(instance):
     if sys.platform == "win32":
         return
-    path = instance.server.fullServerName()
+    path = single_instance.server_name()
     folder = os.path.dirname(path)
     assert stat.S_IMODE(os.stat(folder).st_mode) & 0o077 == 0
     assert os.stat(path).st_uid == os.getuid()
