@@ -247,6 +247,8 @@ def cmd_render(args) -> int:
 # -- view ---------------------------------------------------------------------------------------
 
 def cmd_view(args) -> int:
+    if _hand_over(["view", *[str(Path(p).absolute()) for p in args.paths]]):
+        return 0
     from app.ui.main_window import run
 
     return run(args.paths)
@@ -376,8 +378,17 @@ def cmd_export(args) -> int:
 
 # -- links ----------------------------------------------------------------------------------------
 
+def _hand_over(request: list[str]) -> bool:
+    """Give a window request to the Lightbox already running, before anything heavy is imported."""
+    from app.desktop.single_instance import hand_over
+
+    return hand_over(request)
+
+
 def cmd_open(args) -> int:
     if not args.no_gui:
+        if _hand_over(["open", args.uri]):
+            return 0
         from app.ui.main_window import run
 
         return run([], links=[args.uri])

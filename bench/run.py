@@ -34,7 +34,7 @@ def run_module(name: str) -> list[dict]:
     except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
         traceback.print_exc()
         return [result(name, None, "", error=f"{type(exc).__name__}: {exc}")]
-    return [{key: entry.get(key) for key in KEYS} | entry for entry in entries]
+    return [{key: entry.get(key) for key in KEYS} | entry | {"module": name} for entry in entries]
 
 
 def _num(x) -> str:
@@ -59,6 +59,16 @@ def table(entries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merged(out: Path, entries: list[dict], names: list[str]) -> list[dict]:
+    """The new entries, plus the earlier ones of modules not run this time (each entry says its module)."""
+    try:
+        earlier = json.loads(out.read_text())
+    except (OSError, ValueError):
+        earlier = []
+    kept = [e for e in earlier if e.get("module") and e.get("module") not in names]
+    return kept + entries
+
+
 def main(argv: list[str]) -> int:
     names = modules(argv)
     if not names:
@@ -72,7 +82,7 @@ def main(argv: list[str]) -> int:
         print(f"  {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     print(table(entries))
     out = HERE / "results.json"
-    out.write_text(json.dumps(entries, indent=2) + "\n")
+    out.write_text(json.dumps(merged(out, entries, names), indent=2) + "\n")
     print(f"\nwritten: {out.relative_to(HERE.parent)}")
     return 0
 
