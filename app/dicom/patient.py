@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 from pydicom.dataset import Dataset
 
+from app.dicom.reading import text as _text
+
 
 @dataclass(frozen=True)
 class Code:
@@ -54,15 +56,6 @@ class Patient:
 
 def _fold(text: str) -> str:
     return " ".join(text.replace("^", " ").split()).casefold()
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return ""
-    if isinstance(value, (list, tuple)) or getattr(value, "VM", 1) > 1 and not isinstance(value, str):
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
 
 
 def _code(ds: Dataset, keyword: str) -> Code | None:

@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 
 import pydicom
+import pydicom.datadict
+import pydicom.dataelem
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -170,3 +172,32 @@ def part10_bytes(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def text(ds: Dataset, keyword: str) -> str:
+    """An attribute as text ("a\\b" when it has several values; "" when absent).
+
+    Plain-ASCII values are read straight from the raw element, without pydicom's value conversion:
+    indexing reads a dozen of these per file, and conversion is most of the cost.
+    """
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = _TAGS[keyword] = pydicom.datadict.tag_for_keyword(keyword)
+    if tag is None or tag not in ds:
+        return ""
+    raw = ds.get_item(tag)
+    value = getattr(raw, "value", None)
+    if isinstance(raw, pydicom.dataelem.RawDataElement) and isinstance(value, bytes) and value.isascii() \
+            and b"\x1b" not in value and pydicom.datadict.dictionary_VR(tag) in _ASCII_VRS:
+        return "\\".join(v.strip(" \x00") for v in value.decode("ascii").split("\\")).strip()
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__") and not hasattr(value, "family_name"):
+        return "\\".join(str(v) for v in value).strip()
+    return str(value).strip()
+
+
+_TAGS: dict[str, int | None] = {}
+# Text VRs whose ASCII bytes are their value in every character set (no escapes, no multi-byte codes).
+_ASCII_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UT"}

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 
 from app import paths
 from app.dicom.patient import Patient, patient_of
+from app.dicom.reading import text as _str
 from app.dicom.series import Instance, Series, slice_position
 from app.errors import LightboxError, UsageError
 from app.library import schema
@@ -56,18 +57,9 @@ def _int(value) -> int | None:
         return None
 
 
-def _str(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None:
-        return ""
-    if not isinstance(value, str) and hasattr(value, "__iter__") and not hasattr(value, "family_name"):
-        return "\\".join(str(v) for v in value).strip()
-    return str(value).strip()
-
-
 # -- records --------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StudyRecord:
     uid: str
     date: str
@@ -172,11 +164,11 @@ def instance_fields(ds: Dataset, microchip_issuers=()) -> InstanceFields:
         study_description=_str(ds, "StudyDescription"), accession=_str(ds, "AccessionNumber"),
         referring_physician=_str(ds, "ReferringPhysicianName"), study_id=_str(ds, "StudyID"),
         modality=_str(ds, "Modality"), body_part=_str(ds, "BodyPartExamined"),
-        series_description=_str(ds, "SeriesDescription"), series_number=_int(ds.get("SeriesNumber")),
+        series_description=_str(ds, "SeriesDescription"), series_number=_int(_str(ds, "SeriesNumber")),
         sop_class=_str(ds, "SOPClassUID"),
         transfer_syntax=str(meta.get("TransferSyntaxUID", "")) if meta is not None else "",
-        rows=_int(ds.get("Rows")), columns=_int(ds.get("Columns")), frames=_int(ds.get("NumberOfFrames")) or 1,
-        instance_number=_int(ds.get("InstanceNumber")), position=slice_position(ds))
+        rows=_int(ds.get("Rows")), columns=_int(ds.get("Columns")), frames=_int(_str(ds, "NumberOfFrames")) or 1,
+        instance_number=_int(_str(ds, "InstanceNumber")), position=slice_position(ds))
 
 
 @dataclass
@@ -442,7 +434,8 @@ class Library:
         sql += " ORDER BY s.study_date DESC, s.study_time DESC, s.pk DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [_study(row) for row in self.db.execute(sql, args)]
+        patients: dict[int, Patient] = {}  # one Patient per animal, however many studies it has
+        return [_study(row, patients) for row in self.db.execute(sql, args)]
 
     def study(self, uid: str) -> StudyRecord:
         row = self.db.execute(_STUDY_SELECT + " WHERE s.study_uid = ?", (uid,)).fetchone()
@@ -626,8 +619,14 @@ class Library:
         return report
 
 
-def _study(row) -> StudyRecord:
-    return StudyRecord(*row[:11], patient=_patient_from_row(row[12:]), patient_pk=row[11])
+def _study(row, patients: dict[int, Patient] | None = None) -> StudyRecord:
+    pk = row[11]
+    patient = patients.get(pk) if patients is not None else None
+    if patient is None:
+        patient = _patient_from_row(row[12:])
+        if patients is not None:
+            patients[pk] = patient
+    return StudyRecord(*row[:11], patient=patient, patient_pk=pk)
 
 
 def _patient_search(patient: Patient) -> str:
