@@ -50,3 +50,25 @@ def http_server():
     server = TestServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A real Orthanc for the whole session (tests/integration/orthanc.py): HTTP with a random password,
+    DICOMweb, worklists, a LIGHTBOX modality. Fails, never skips, when Orthanc is not installed."""
+    from tests.integration.orthanc import Orthanc, OrthancMissing
+
+    server = Orthanc(tmp_path_factory.mktemp("orthanc"))
+    try:
+        server.start()
+    except OrthancMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def empty_orthanc(orthanc):
+    """The session's Orthanc with nothing stored."""
+    orthanc.clear()
+    return orthanc
