@@ -49,7 +49,7 @@ def open_link(uri: str, *, library: Library | None = None, reporter=None, settin
             elif isinstance(command, DicomGet):
                 _dicom_get(command, session, settings, library, reporter, result)
             elif isinstance(command, DicomRs):
-                _dicom_rs(command, session, library, reporter, result)
+                _dicom_rs(command, settings, library, reporter, result)
     finally:
         session.close()
         if own:
@@ -121,26 +121,31 @@ def _dicom_get(command: DicomGet, session, settings, library, reporter, result: 
             _import_downloads(done, library, reporter, result)
 
 
-def _dicom_rs(command: DicomRs, session, library, reporter, result: LinkResult) -> None:
-    from app.pacs.dicomweb import DicomWeb
+def _dicom_rs(command: DicomRs, settings, library, reporter, result: LinkResult) -> None:
+    from app.links.download import make_session
+    from app.pacs.dicomweb import DicomWeb, guard_redirects
 
     host = urlsplit(command.url).hostname or "the server"
-    server = DicomWeb(command.url, headers=command.headers, session=session,
-                      label=f"The DICOMweb server {host}")
+    session = guard_redirects(make_session(settings), allow_http_loopback=settings.allow_http_loopback)
     started = time.perf_counter()
-    studies = server.find_studies(list(command.requests), command.query_ext)
-    if not studies:
-        wanted = ", ".join(f"{k}={v}" for k, v in command.requests)
-        raise LinkError(f"The DICOMweb server {host} has no study for {wanted}.")
-    total = sum(n for _, n in studies if n) or None
-    received = []
-    for study_uid, _count in studies:
-        for label, data in server.iter_study(study_uid, reporter):
-            received.append((label, data))
-            if reporter:
-                reporter.update(len(received), total, f"Receiving from {host}")
+    try:
+        server = DicomWeb(command.url, headers=command.headers, session=session,
+                          label=f"The DICOMweb server {host}",
+                          timeout=(settings.connect_timeout_s, settings.read_timeout_s))
+        targets = server.find(list(command.requests), command.query_ext)
+        if not targets:
+            wanted = ", ".join(f"{k}={v}" for k, v in command.requests)
+            raise LinkError(f"The DICOMweb server {host} has nothing for {wanted}.")
+        total = sum(t.count for t in targets if t.count) or None
+        received = []
+        for target in targets:
+            for label, data in server.iter_target(target, reporter):
+                received.append((label, data))
+                if reporter:
+                    reporter.update(len(received), total, f"Receiving from {host}")
+    finally:
+        session.close()
     result.timings["download"] += time.perf_counter() - started
     started = time.perf_counter()
     _merge(result, import_datasets(received, library=library, source="link", reporter=reporter))
     result.timings["import"] += time.perf_counter() - started
-

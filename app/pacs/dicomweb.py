@@ -1,10 +1,11 @@
-"""DICOMweb through dicomweb-client: QIDO-RS to find studies, WADO-RS to fetch their instances."""
+"""DICOMweb through dicomweb-client: QIDO-RS to find what was asked for, WADO-RS to fetch it."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from urllib.parse import parse_qsl
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
 
@@ -13,13 +14,28 @@ from app.errors import Cancelled, LightboxError
 
 log = logging.getLogger(__name__)
 
-# QIDO-RS attribute for each request key a link or a user may give.
-QUERY_KEYS = {"studyuid": "StudyInstanceUID", "patientid": "PatientID", "accessionnumber": "AccessionNumber"}
-_INSTANCES_IN_STUDY = "00201208"
+# QIDO-RS level and attribute for each request key a link or a user may give.
+QUERY_KEYS = {
+    "studyuid": ("study", "StudyInstanceUID"),
+    "patientid": ("study", "PatientID"),
+    "accessionnumber": ("study", "AccessionNumber"),
+    "seriesuid": ("series", "SeriesInstanceUID"),
+    "objectuid": ("instance", "SOPInstanceUID"),
+}
+_STUDY_UID, _SERIES_UID, _SOP_UID, _INSTANCES_IN_STUDY = "0020000D", "0020000E", "00080018", "00201208"
 
 
 class DicomWebError(LightboxError):
     pass
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to fetch: a whole study, one series of it, or one instance."""
+    study_uid: str
+    series_uid: str = ""
+    sop_uid: str = ""
+    count: int | None = None  # instances, when the server says
 
 
 def _describe(exc: Exception, where: str) -> str:
@@ -39,44 +55,82 @@ def _describe(exc: Exception, where: str) -> str:
     return f"{where} sent something Lightbox could not read ({type(exc).__name__})."
 
 
+def guard_redirects(session: requests.Session, *, allow_http_loopback: bool) -> requests.Session:
+    """Make the session refuse a redirect that a link could not name itself (http, other schemes)."""
+    from app.links.uri import LinkError, check_url
+
+    def check(response, *args, **kwargs):
+        if response.is_redirect:
+            target = urljoin(response.url, response.headers.get("location", ""))
+            if urlsplit(response.url).scheme == "https" and urlsplit(target).scheme != "https":
+                raise LinkError("The DICOMweb server redirected to an address that is not https; refused.")
+            check_url(target, allow_http_loopback=allow_http_loopback, what="A redirect of the DICOMweb server")
+        return response
+
+    session.hooks["response"].append(check)
+    return session
+
+
+def _first(item: dict, tag: str) -> str:
+    return str((item.get(tag, {}).get("Value") or [""])[0] or "")
+
+
 class DicomWeb:
     def __init__(self, url: str, *, headers: tuple[tuple[str, str], ...] = (), session: requests.Session | None = None,
-                 label: str = "The DICOMweb server"):
+                 label: str = "The DICOMweb server", timeout: tuple[float, float] = (10.0, 30.0)):
         from dicomweb_client.api import DICOMwebClient
 
         self.label = label
-        self.client = DICOMwebClient(url.rstrip("/"), session=session, headers=dict(headers))
+        self.client = DICOMwebClient(url.rstrip("/"), session=session, headers=dict(headers), timeout=timeout)
+        # The default waits up to 30 s over five attempts: a person is waiting, so three, quickly.
+        self.client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
 
-    def find_studies(self, requests_: list[tuple[str, str]], query_ext: str = "") -> list[tuple[str, int | None]]:
-        """(study UID, instance count if the server says) for every study matching any of the requests."""
-        extra = dict(parse_qsl(query_ext, keep_blank_values=True)) if query_ext else None
-        found: dict[str, int | None] = {}
-        for key, value in requests_:
-            attribute = QUERY_KEYS.get(key.lower())
-            if attribute is None:
-                raise DicomWebError(f"Lightbox cannot search DICOMweb by '{key}'.")
-            try:
-                matches = self.client.search_for_studies(search_filters={attribute: value}, get_remaining=True,
-                                                         additional_params=extra)
-            except Exception as exc:  # noqa: BLE001 - dicomweb-client and requests raise many kinds
-                log.info("QIDO-RS failed: %s", type(exc).__name__)
-                raise DicomWebError(_describe(exc, self.label)) from None
-            for study in matches:
-                uid = (study.get("0020000D", {}).get("Value") or [""])[0]
-                if uid:
-                    count = (study.get(_INSTANCES_IN_STUDY, {}).get("Value") or [None])[0]
-                    found[uid] = int(count) if count is not None else None
-        return list(found.items())
-
-    def iter_study(self, study_uid: str, reporter=None) -> Iterator[tuple[str, bytes]]:
-        """(label, Part 10 bytes) of each instance of the study, as the server sends them (any transfer syntax)."""
+    def _call(self, what: str, fn, *args, **kwargs):
         try:
-            for ds in self.client.iter_study(study_uid, media_types=(("application/dicom", "*"),)):
-                if reporter:
-                    reporter.check()
-                yield f"{study_uid}/{ds.get('SOPInstanceUID', '?')}", part10_bytes(ds)
+            return fn(*args, **kwargs)
         except (Cancelled, LightboxError):
             raise
-        except Exception as exc:  # noqa: BLE001
-            log.info("WADO-RS failed: %s", type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - dicomweb-client and requests raise many kinds
+            log.info("%s failed: %s", what, type(exc).__name__)
             raise DicomWebError(_describe(exc, self.label)) from None
+
+    def find(self, requests_: list[tuple[str, str]], query_ext: str = "") -> list[Target]:
+        """What matches each request ("studyUID"/"patientID"/"accessionNumber"/"seriesUID"/"objectUID", value)."""
+        extra = dict(parse_qsl(query_ext, keep_blank_values=True)) if query_ext else None
+        found: dict[tuple[str, str, str], Target] = {}
+        for key, value in requests_:
+            level, attribute = QUERY_KEYS.get(key.lower(), (None, None))
+            if level is None:
+                raise DicomWebError(f"Lightbox cannot search DICOMweb by '{key}'.")
+            search = {"study": self.client.search_for_studies, "series": self.client.search_for_series,
+                      "instance": self.client.search_for_instances}[level]
+            matches = self._call("QIDO-RS", search, search_filters={attribute: value}, get_remaining=True,
+                                 additional_params=extra)
+            for item in matches:
+                study = _first(item, _STUDY_UID)
+                if not study:
+                    continue
+                series = _first(item, _SERIES_UID) if level != "study" else ""
+                sop = _first(item, _SOP_UID) if level == "instance" else ""
+                count = _first(item, _INSTANCES_IN_STUDY) if level == "study" else ""
+                found[(study, series, sop)] = Target(study, series, sop, int(count) if count.isdigit() else None)
+        return list(found.values())
+
+    def iter_target(self, target: Target, reporter=None) -> Iterator[tuple[str, bytes]]:
+        """(label, Part 10 bytes) of each instance of the target, in whatever transfer syntax the server has."""
+        media = (("application/dicom", "*"),)
+        if target.sop_uid:
+            datasets = iter([self._call("WADO-RS", self.client.retrieve_instance, target.study_uid, target.series_uid,
+                                        target.sop_uid, media_types=media)])
+        elif target.series_uid:
+            datasets = self._call("WADO-RS", self.client.iter_series, target.study_uid, target.series_uid,
+                                  media_types=media)
+        else:
+            datasets = self._call("WADO-RS", self.client.iter_study, target.study_uid, media_types=media)
+        while True:
+            ds = self._call("WADO-RS", next, datasets, None)
+            if ds is None:
+                return
+            if reporter:
+                reporter.check()
+            yield f"{target.study_uid}/{ds.get('SOPInstanceUID', '?')}", part10_bytes(ds)

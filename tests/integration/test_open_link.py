@@ -372,3 +372,27 @@ def test_dicomweb_link_over_http_needs_the_loopback_setting(orthanc, rs_study, m
     assert "allow_http_loopback" in str(caught.value)
     assert not isinstance(caught.value, DownloadError)
     library_is_empty()
+
+
+def test_dicomweb_link_for_one_series_or_one_instance(orthanc, rs_study):
+    study = rs_study[0].StudyInstanceUID
+    result = open_link(rs_link(orthanc, f"seriesUID={rs_study[0].SeriesInstanceUID}"),
+                       settings=fast(allow_http_loopback=True))
+    assert_retrieved(result, rs_study)
+    with Library() as library:
+        library.remove_study(study)
+    result = open_link(rs_link(orthanc, f"objectUID={rs_study[1].SOPInstanceUID}"),
+                       settings=fast(allow_http_loopback=True))
+    assert [e.sop_instance_uid for e in result.imported.entries] == [rs_study[1].SOPInstanceUID]
+    assert stored(rs_study[1].SOPInstanceUID)[1].PixelData == rs_study[1].PixelData
+
+
+def test_dicomweb_redirect_to_plain_http_is_refused(https_server, http_server):
+    reached = []
+    http_server.route("/dicom-web/studies", lambda ex: reached.append(ex.target) or ex.send(200, b"[]"))
+    https_server.route("/rs/dicom-web/studies",
+                       lambda ex: ex.redirect(http_server.url("/dicom-web/studies") + "?" + ex.target.split("?", 1)[-1]))
+    link = weasis_link(f'$dicom:rs --url "{https_server.url("/rs/dicom-web")}" -r "studyUID=1.2.3"')
+    with pytest.raises(LinkError, match="not https"):
+        open_link(link, settings=fast(allow_http_loopback=True))
+    assert reached == []
