@@ -79,3 +79,19 @@ def test_the_macos_bundle_declares_the_scheme():
     assert url_type["CFBundleURLSchemes"] == ["lightbox"]
     with pytest.raises(scheme.RegistrationError, match="macOS"):
         scheme.register(platform="darwin")
+
+
+def test_the_linux_package_desktop_file_takes_links():
+    entry = (ROOT / "installers" / "linux" / "lightbox.desktop").read_text()
+    exec_line = next(line for line in entry.splitlines() if line.startswith("Exec="))
+    assert exec_line.endswith(" %u")
+    assert "x-scheme-handler/lightbox;" in next(line for line in entry.splitlines() if line.startswith("MimeType="))
+
+
+def test_the_windows_installer_registers_the_same_keys_as_register_scheme():
+    iss = (ROOT / "installers" / "windows" / "url-scheme.iss").read_text()
+    registry = FakeRegistry()
+    scheme.register(platform="win32", registry=registry, cmd=[r"C:\Lightbox\Lightbox.exe", "open"])
+    for key, name in registry.values:
+        assert f'Subkey: "{key}"' in iss and f'ValueName: "{name}"' in iss
+    assert '""open"" ""%1"""' in iss
