@@ -310,15 +310,21 @@ class MainWindow(QMainWindow):
 
     # -- opening ------------------------------------------------------------------------------
 
+    def _choose(self, title: str, then, file_filter: str | None = None) -> None:
+        """Ask for files (with a filter) or a folder (without), then pass the chosen paths on."""
+        if file_filter is not None:
+            chosen, _ = QFileDialog.getOpenFileNames(self, title, "", file_filter)
+        else:
+            folder = QFileDialog.getExistingDirectory(self, title)
+            chosen = [folder] if folder else []
+        if chosen:
+            then(chosen)
+
     def choose_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Open DICOM files", "", "DICOM files (*.dcm *.DCM *);;All files (*)")
-        if files:
-            self.open_paths(files)
+        self._choose("Open DICOM files", self.open_paths, "DICOM files (*.dcm *.DCM *);;All files (*)")
 
     def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a folder of DICOM files")
-        if folder:
-            self.open_paths([folder])
+        self._choose("Open a folder of DICOM files", self.open_paths)
 
     def open_paths(self, names: list[str]) -> Job:
         """Show files in the viewer without importing them."""
@@ -490,16 +496,11 @@ class MainWindow(QMainWindow):
     # -- the library: import, export, remove ---------------------------------------------------
 
     def choose_import_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(
-            self, "Import into the library", "",
-            "DICOM files, zip archives and photos (*);;Zip archives (*.zip);;Photos (*.jpg *.jpeg *.png)")
-        if files:
-            self.import_into_library(files)
+        self._choose("Import into the library", self.import_into_library,
+                     "DICOM files, zip archives and photos (*);;Zip archives (*.zip);;Photos (*.jpg *.jpeg *.png)")
 
     def choose_import_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Import a folder into the library")
-        if folder:
-            self.import_into_library([folder])
+        self._choose("Import a folder into the library", self.import_into_library)
 
     # -- links and requests from other starts ---------------------------------------------------
 

@@ -278,6 +278,17 @@ def test_headers_go_to_the_link_host_only(server, dicom_bytes):
 
 # -- retries and resume -----------------------------------------------------------------------------
 
+def send_part_then_drop(ex, body: bytes, upto: int, etag: str | None = None) -> None:
+    """Announce the whole body, send its first `upto` bytes, then drop the connection."""
+    ex.send_response(200)
+    ex.send_header("Content-Length", str(len(body)))
+    if etag:
+        ex.send_header("ETag", etag)
+    ex.end_headers()
+    ex.wfile.write(body[:upto])
+    ex.drop()
+
+
 def test_a_connection_dropped_halfway_resumes_with_range(server, dicom_bytes):
     path = fresh("dropped.dcm")
     half = len(dicom_bytes) // 2
@@ -286,12 +297,7 @@ def test_a_connection_dropped_halfway_resumes_with_range(server, dicom_bytes):
     def handler(ex):
         calls.append(ex.headers.get("Range"))
         if len(calls) == 1:
-            ex.send_response(200)
-            ex.send_header("Content-Length", str(len(dicom_bytes)))
-            ex.send_header("ETag", '"v1"')
-            ex.end_headers()
-            ex.wfile.write(dicom_bytes[:half])
-            ex.drop()
+            send_part_then_drop(ex, dicom_bytes, half, etag='"v1"')
         else:
             ex.send_bytes_ranged(dicom_bytes)
 
@@ -309,11 +315,7 @@ def test_a_server_that_ignores_range_is_read_again_from_the_start(server, dicom_
     def handler(ex):
         calls.append(ex.headers.get("Range"))
         if len(calls) == 1:
-            ex.send_response(200)
-            ex.send_header("Content-Length", str(len(dicom_bytes)))
-            ex.end_headers()
-            ex.wfile.write(dicom_bytes[:1000])
-            ex.drop()
+            send_part_then_drop(ex, dicom_bytes, 1000)
         else:
             ex.send(200, dicom_bytes)
 
