@@ -13,7 +13,8 @@ from app.errors import LightboxError, UsageError
 
 log = logging.getLogger("app.cli")
 
-COMMANDS = ("info", "render", "view", "import", "library", "export", "open", "register-scheme", "unregister-scheme")
+COMMANDS = ("info", "render", "view", "import", "library", "export", "open", "register-scheme", "unregister-scheme",
+            "pacs")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,7 +97,74 @@ def _parser() -> argparse.ArgumentParser:
                        ("unregister-scheme", "stop lightbox:// links opening Lightbox (this user)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--json", action="store_true")
+
+    _pacs_parser(sub)
     return parser
+
+
+def _pacs_options(p, editing: bool) -> None:
+    """The options of `pacs add` and `pacs edit` (for edit, only what is given changes)."""
+    d = None if editing else argparse.SUPPRESS
+    p.add_argument("--type", choices=("dicomweb", "dimse"), required=not editing,
+                   help="chosen once: DICOMweb or classic DICOM over TCP")
+    p.add_argument("--aet", required=not editing, help="the PACS's AE title (unique)" if not editing else
+                   "a new AE title for the PACS")
+    p.add_argument("--name", required=not editing, help="display name")
+    web = p.add_argument_group("DICOMweb")
+    web.add_argument("--url", help="base URL, e.g. https://pacs.example/dicom-web")
+    web.add_argument("--auth", choices=("none", "basic", "bearer"))
+    web.add_argument("--user")
+    web.add_argument("--secret-stdin", action="store_true", default=d,
+                     help="read the password or token from standard input")
+    web.add_argument("--header", action="append", metavar="'NAME: VALUE'", help="an extra HTTP header (repeatable)")
+    on_off = argparse.BooleanOptionalAction
+    web.add_argument("--qido", action=on_off, help="import: QIDO-RS search and WADO-RS retrieve (default on)")
+    web.add_argument("--stow", action=on_off, help="export: STOW-RS (default on)")
+    web.add_argument("--multipart", action=on_off,
+                     help="STOW-RS as multipart/related (default on; off: single application/dicom bodies)")
+    web.add_argument("--source-aet", help="our AE title, sent in a header with each request")
+    web.add_argument("--ca-file", help="extra CA file (PEM) for TLS")
+    dimse = p.add_argument_group("classic DICOM (TCP)")
+    dimse.add_argument("--host")
+    dimse.add_argument("--port")
+    dimse.add_argument("--calling-aet", action="append", metavar="OURS",
+                       help="this computer's AE title (repeatable; the first is used for the test and queries)")
+    dimse.add_argument("--test-aet", help="which of ours the connection test uses")
+    dimse.add_argument("--query-aet", help="which of ours queries and retrieves use")
+    dimse.add_argument("--store", action=on_off, help="export: C-STORE (default on)")
+    dimse.add_argument("--query-retrieve", action=on_off, help="import: C-FIND and C-GET/C-MOVE (default on)")
+    dimse.add_argument("--retrieve-method", choices=("auto", "get", "move"))
+    dimse.add_argument("--move-aet", help="our storage AE title that C-MOVE sends to")
+    dimse.add_argument("--move-port", help="our storage port that C-MOVE sends to")
+    dimse.add_argument("--mwl", action=on_off, help="Modality Worklist (default off)")
+    dimse.add_argument("--mwl-charset", metavar="ISO_IR_192", help="the worklist's character set")
+    dimse.add_argument("--mpps", action=on_off, help="MPPS (default off)")
+    dimse.add_argument("--tls", action=on_off, help="DICOM over TLS (default off)")
+    dimse.add_argument("--client-cert")
+    dimse.add_argument("--client-key")
+    p.add_argument("--json", action="store_true")
+
+
+def _pacs_parser(sub) -> None:
+    p = sub.add_parser("pacs", help="PACS configurations: add, list, show, edit, remove, test")
+    pacs = p.add_subparsers(dest="pacs_command", parser_class=_Parser, required=True)
+    _pacs_options(pacs.add_parser("add", help="add a configuration"), editing=False)
+    q = pacs.add_parser("edit", help="change a configuration (its type cannot change)")
+    q.add_argument("key", metavar="AET")
+    _pacs_options(q, editing=True)
+    for name, text in (("show", "one configuration"), ("remove", "remove a configuration and its secret"),
+                       ("test", "test the connection: exit 0 only when established")):
+        q = pacs.add_parser(name, help=text)
+        q.add_argument("key", metavar="AET")
+        q.add_argument("--json", action="store_true")
+    q = pacs.add_parser("list", help="the configurations")
+    q.add_argument("--json", action="store_true")
+    q = pacs.add_parser("transfer", help="allow or forbid sending to any PACS")
+    q.add_argument("state", choices=("on", "off"))
+    q = pacs.add_parser("export", help="the configurations, without secrets, to a file")
+    q.add_argument("file")
+    q = pacs.add_parser("import", help="configurations from an exported file")
+    q.add_argument("file")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -422,6 +490,144 @@ def cmd_scheme(args) -> int:
     return 0
 
 
+# -- pacs -----------------------------------------------------------------------------------------
+
+def _pacs_config(args, base=None):
+    """A PacsConfig from the command line; with `base`, a copy of it changed where options were given."""
+    from app.pacs import config as pc
+
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    kind = given.get("type") or (base.type if base else None)
+    if base is not None and kind != base.type:
+        raise pc.ConfigError("type", f"The type of a configuration cannot change ({pc.TYPE_NAMES[base.type]}); "
+                             "remove it and add a new one instead.")
+    data = base.as_dict() if base else {"type": kind, "name": "", "aet": ""}
+    data["name"] = given.get("name", data["name"])
+    data["aet"] = given.get("aet", data["aet"])
+    wrong = [f"--{k.replace('_', '-')}" for k in given if k in _OPTIONS_OF[pc.DIMSE if kind == pc.DICOMWEB
+                                                                              else pc.DICOMWEB]]
+    if wrong:
+        raise UsageError(f"{', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to a "
+                         f"{pc.TYPE_NAMES[kind]} configuration.")
+    if kind == pc.DICOMWEB:
+        o = data.get("dicomweb") or {"url": ""}
+        for key in ("url", "auth", "user", "source_aet", "ca_file"):
+            if key in given:
+                o[key] = given[key]
+        if "header" in given:
+            o["headers"] = [list(pc.check_header(h)) for h in given["header"]]
+        for flag, key in (("qido", "qido"), ("stow", "stow"), ("multipart", "multipart_stow")):
+            if flag in given:
+                o[key] = given[flag]
+        data["dicomweb"] = o
+    else:
+        o = data.get("dimse") or {"host": ""}
+        for key in ("host", "port", "test_aet", "query_aet", "retrieve_method", "move_aet", "move_port", "ca_file",
+                    "client_cert", "client_key"):
+            if key in given:
+                o[key] = given[key]
+        if "mwl_charset" in given:
+            o["mwl_charset"] = given["mwl_charset"].replace("_", " ").replace("ISO IR", "ISO_IR")
+        if "calling_aet" in given:
+            o["local_aets"] = [a.strip() for a in given["calling_aet"]]
+            o.setdefault("test_aet", o["local_aets"][0])
+            if "test_aet" not in given:
+                o["test_aet"] = o["local_aets"][0]
+            if "query_aet" not in given:
+                o["query_aet"] = o["local_aets"][0]
+        for key in ("store", "query_retrieve", "mwl", "mpps", "tls"):
+            if key in given:
+                o[key] = given[key]
+        data["dimse"] = o
+    return pc.PacsConfig.from_dict(data)
+
+
+_OPTIONS_OF = {
+    "dicomweb": {"url", "auth", "user", "secret_stdin", "header", "qido", "stow", "multipart", "source_aet"},
+    "dimse": {"host", "port", "calling_aet", "test_aet", "query_aet", "store", "query_retrieve",
+              "retrieve_method", "move_aet", "move_port", "mwl", "mwl_charset", "mpps", "tls", "client_cert",
+              "client_key"},
+}
+
+
+def _pacs_line(config) -> str:
+    return f"[{config.badge}] {config.aet:<16} {config.name} · {config.address} · {', '.join(config.functions)}"
+
+
+def cmd_pacs(args) -> int:
+    from app.pacs.config import PacsConfigs
+
+    configs = PacsConfigs.load()
+    command = args.pacs_command
+    if command == "list":
+        if args.json:
+            _print_json({"allow_transfer": configs.allow_transfer, "configs": [
+                {**c.as_dict(), "badge": c.badge, "functions": c.functions} for c in configs.configs]})
+        elif not configs.configs:
+            print("No PACS configurations. Add one with: lightbox pacs add --type dicomweb|dimse ...")
+        else:
+            for config in configs.configs:
+                print(_pacs_line(config))
+            if not configs.allow_transfer:
+                print("Transfer to PACS is switched off (lightbox pacs transfer on).")
+        return 0
+    if command in ("add", "edit"):
+        secret = sys.stdin.readline().rstrip("\r\n") if getattr(args, "secret_stdin", False) else None
+        if command == "add":
+            config = _pacs_config(args)
+            warnings = configs.add(config, secret)
+        else:
+            config = _pacs_config(args, base=configs.find(args.key))
+            warnings = configs.update(args.key, config, secret)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if args.json:
+            _print_json({**config.as_dict(), "badge": config.badge, "warnings": warnings})
+        else:
+            print(f"{'Added' if command == 'add' else 'Changed'}: {_pacs_line(config)}")
+        return 0
+    if command == "show":
+        config = configs.find(args.key)
+        if args.json:
+            _print_json({**config.as_dict(), "badge": config.badge, "functions": config.functions})
+        else:
+            print(_pacs_line(config))
+            options = config.dicomweb or config.dimse
+            for key, value in vars(options).items():
+                print(f"    {key}: {value}")
+        return 0
+    if command == "remove":
+        config = configs.remove(args.key)
+        print(f"Removed: {_pacs_line(config)}")
+        return 0
+    if command == "transfer":
+        configs.allow_transfer = args.state == "on"
+        configs.save()
+        print(f"Transfer to PACS is {'allowed' if configs.allow_transfer else 'switched off'}.")
+        return 0
+    if command == "export":
+        print(f"Exported {configs.export_file(Path(args.file))} configuration(s), without passwords or tokens.")
+        return 0
+    if command == "import":
+        added, skipped = configs.import_file(Path(args.file))
+        for line in skipped:
+            print(f"skipped: {line}")
+        print(f"Imported {len(added)} configuration(s); add their passwords with lightbox pacs edit AET "
+              "--secret-stdin." if added else "Nothing imported.")
+        return 0
+    from app.pacs.connection import test_connection
+
+    config = configs.find(args.key)
+    result = test_connection(config, configs.secret(config))
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        print(result.message)
+        for line in result.details:
+            print(f"    {line}")
+    return 0 if result.ok else 1
+
+
 _COMMANDS = {"info": cmd_info, "render": cmd_render, "view": cmd_view, "import": cmd_import,
              "library": cmd_library, "export": cmd_export, "open": cmd_open, "register-scheme": cmd_scheme,
-             "unregister-scheme": cmd_scheme}
+             "unregister-scheme": cmd_scheme, "pacs": cmd_pacs}
