@@ -3,7 +3,9 @@
 usage: screenshot.py PATH... -o OUT.png [--size 1400x900] [--state NAME]
 Starts Xvfb itself when DISPLAY is not set. States: default, zoomed, lung (CT preset), inverted, ct,
 library (PATHs, else the sample, imported into a fresh temporary library with a few made-up patients
-beside it; the library page with the newest study chosen).
+beside it; the library page with the newest study chosen), pacs (no PATHs: the PACS configurations dialog
+with one configuration of each type and a connection test against a local C-ECHO server, beside the
+editor showing a validation message; both in one PNG).
 """
 
 import argparse
@@ -75,20 +77,87 @@ def demo_library(paths: list[str], folder: Path) -> None:
     print(f"library: {result.summary()}", file=sys.stderr)
 
 
+def pacs_shot(window, out: Path, done) -> None:
+    """The PACS configurations dialog (two configurations, a test result) and the editor with a message."""
+    from PySide6.QtCore import QPoint, QTimer
+    from PySide6.QtGui import QColor, QImage, QPainter
+
+    from app.pacs.config import DICOMWEB, DIMSE, DicomWebOptions, DimseOptions, PacsConfig, PacsConfigs
+    from app.ui.pacs_dialogs import PacsConfigurationsDialog
+
+    port = echo_server()
+    configs = PacsConfigs.load()
+    configs.add(PacsConfig(DICOMWEB, "Referral centre (cloud)", "REFCLOUD",
+                           dicomweb=DicomWebOptions(url="https://pacs.referral-vets.example/dicom-web",
+                                                    auth="bearer")), secret="demo-token")
+    configs.add(PacsConfig(DIMSE, "Clinic PACS", "CLINICPACS",
+                           dimse=DimseOptions(host="127.0.0.1", port=port, mwl=True)))
+    dialog = PacsConfigurationsDialog(window)
+    dialog.resize(900, 440)
+    dialog.move(window.pos() + QPoint(40, 60))
+    dialog.show()
+    dialog.select("CLINICPACS")
+    job = dialog.test_configuration()
+
+    def editor_open():
+        if job is not None and dialog.test_job is not None:
+            QTimer.singleShot(100, editor_open)
+            return
+        editor = dialog.new_configuration(DIMSE)
+        editor.fields["name"].setText("Imaging centre")
+        editor.fields["aet"].setText("IMAGING_CENTRE_MAIN")  # 19 characters: the rule shows beside the field
+        editor.fields["host"].setText("imaging.local")
+        editor.fields["port"].setValue(11112)
+        QTimer.singleShot(800, lambda: shoot(editor))
+
+    def shoot(editor):
+        left, right = dialog.grab().toImage(), editor.grab().toImage()
+        gap = 24
+        image = QImage(left.width() + right.width() + 3 * gap, max(left.height(), right.height()) + 2 * gap,
+                       QImage.Format.Format_RGB32)
+        image.fill(QColor(24, 24, 26))
+        painter = QPainter(image)
+        painter.drawImage(gap, gap, left)
+        painter.drawImage(2 * gap + left.width(), gap, right)
+        painter.end()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        image.save(str(out))
+        done()
+
+    QTimer.singleShot(300, editor_open)
+
+
+def echo_server() -> int:
+    """A C-ECHO (Verification) server on a free local port, for the connection test to reach; its port."""
+    import socket
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ae = AE(ae_title="CLINICPACS")
+    ae.add_supported_context(Verification)
+    ae.start_server(("127.0.0.1", port), block=False)
+    return port
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("paths", nargs="*")
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--size", default="1400x900")
     parser.add_argument("--state", default="default",
-                        choices=["default", "zoomed", "lung", "inverted", "ct", "library"])
+                        choices=["default", "zoomed", "lung", "inverted", "ct", "library", "pacs"])
     args = parser.parse_args()
-    if not args.paths and args.state != "library":
+    if not args.paths and args.state not in ("library", "pacs"):
         parser.error("name the files to open")
     xvfb = start_xvfb()
     os.environ["QT_QPA_PLATFORM"] = "xcb"
-    if args.state == "library":  # never into a real library
+    if args.state in ("library", "pacs"):  # never into a real library or real PACS configurations
         os.environ["LIGHTBOX_HOME"] = tempfile.mkdtemp(prefix="lightbox-shot-")
+        os.environ["LIGHTBOX_SECRETS"] = "file"
     os.environ.setdefault("LIGHTBOX_HOME", tempfile.mkdtemp(prefix="lightbox-shot-"))
     try:
         from PySide6.QtCore import QTimer
@@ -118,6 +187,9 @@ def main() -> int:
                 QTimer.singleShot(800, shoot)
 
             QTimer.singleShot(100, library_ready)
+        elif args.state == "pacs":
+            window.show_library()
+            pacs_shot(window, Path(args.output), lambda: (print(args.output), app.quit()))
         else:
             job = window.open_paths(args.paths)
 
@@ -144,7 +216,7 @@ def main() -> int:
             print(out)
             app.quit()
 
-        if args.state != "library":
+        if args.state not in ("library", "pacs"):
             QTimer.singleShot(100, ready)
         app.exec()
     finally:

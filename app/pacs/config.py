@@ -43,22 +43,24 @@ class ConfigError(UsageError):
 
 # -- validation -----------------------------------------------------------------------------------
 
-def check_ae_title(text: str, what: str = "AE title") -> tuple[str, list[str]]:
-    """The AE title as stored (surrounding spaces dropped) and warnings; ConfigError naming the rule broken."""
+def check_ae_title(text: str, what: str = "AE title", field_name: str = "aet") -> tuple[str, list[str]]:
+    """The AE title as stored (surrounding spaces dropped) and warnings; ConfigError naming the rule broken
+    (and, in `field`, the field it was read from)."""
     if text is None or text == "":
-        raise ConfigError("aet", f"The {what} is required.")
+        raise ConfigError(field_name, f"The {what} is required.")
     if not text.strip():
-        raise ConfigError("aet", f"The {what} cannot be only spaces.")
+        raise ConfigError(field_name, f"The {what} cannot be only spaces.")
     value = text.strip()
     if len(value) > 16:
-        raise ConfigError("aet", f"The {what} '{value}' is {len(value)} characters long; at most 16 are allowed.")
+        raise ConfigError(field_name, f"The {what} '{value}' is {len(value)} characters long; at most 16 are "
+                          "allowed.")
     if "\\" in value:
-        raise ConfigError("aet", f"The {what} cannot contain a backslash (\\).")
+        raise ConfigError(field_name, f"The {what} cannot contain a backslash (\\).")
     bad = [c for c in value if not (0x20 <= ord(c) <= 0x7E)]
     if bad:
         kind = "control characters" if any(ord(c) < 0x20 or ord(c) == 0x7F for c in bad) else \
             "characters other than printable ASCII"
-        raise ConfigError("aet", f"The {what} cannot contain {kind} ({', '.join(repr(c) for c in bad[:3])}).")
+        raise ConfigError(field_name, f"The {what} cannot contain {kind} ({', '.join(repr(c) for c in bad[:3])}).")
     warnings = []
     if value != value.upper():
         warnings.append(f"The {what} '{value}' has lowercase letters; AE titles are usually uppercase, "
@@ -86,13 +88,14 @@ def check_url(text: str) -> str:
     return url.rstrip("/")
 
 
-def check_port(value, what: str = "port") -> int:
+def check_port(value, what: str = "port", field_name: str = "port") -> int:
     try:
         port = int(str(value).strip())
     except (TypeError, ValueError):
-        raise ConfigError("port", f"The {what} must be a whole number from 1 to 65535 (not '{value}').") from None
+        raise ConfigError(field_name, f"The {what} must be a whole number from 1 to 65535 (not '{value}').") \
+            from None
     if not 1 <= port <= 65535:
-        raise ConfigError("port", f"The {what} must be from 1 to 65535 (not {port}).")
+        raise ConfigError(field_name, f"The {what} must be from 1 to 65535 (not {port}).")
     return port
 
 
@@ -238,7 +241,7 @@ class PacsConfig:
             if o.auth == "basic" and not o.user.strip():
                 raise ConfigError("user", "HTTP basic authentication needs a user name.")
             o.headers = [check_header(f"{n}: {v}") for n, v in o.headers]
-            o.source_aet, more = check_ae_title(o.source_aet, "source AE title")
+            o.source_aet, more = check_ae_title(o.source_aet, "source AE title", "source_aet")
             warnings += more
             for name in (o.source_aet_header, o.pacs_aet_header):
                 check_header(f"{name}: x")
@@ -251,7 +254,7 @@ class PacsConfig:
             o.port = check_port(o.port)
             local = []
             for aet in o.local_aets or []:
-                value, more = check_ae_title(aet, "own AE title")
+                value, more = check_ae_title(aet, "own AE title", "local_aets")
                 warnings += more
                 if value not in local:
                     local.append(value)
@@ -259,7 +262,7 @@ class PacsConfig:
                 raise ConfigError("local_aets", "At least one AE title of this computer is required.")
             o.local_aets = local
             for attr, what in (("test_aet", "AE title for the test"), ("query_aet", "AE title for queries")):
-                value, _ = check_ae_title(getattr(o, attr), what)
+                value, _ = check_ae_title(getattr(o, attr), what, attr)
                 if value not in local:
                     raise ConfigError(attr, f"The {what} '{value}' is not one of this computer's AE titles "
                                       f"({', '.join(local)}).")
@@ -267,9 +270,9 @@ class PacsConfig:
             if o.retrieve_method not in RETRIEVE_METHODS:
                 raise ConfigError("retrieve_method", f"The retrieve method is auto, get or move (not "
                                   f"'{o.retrieve_method}').")
-            o.move_aet, more = check_ae_title(o.move_aet, "C-MOVE destination AE title")
+            o.move_aet, more = check_ae_title(o.move_aet, "C-MOVE destination AE title", "move_aet")
             warnings += [w for w in more if w not in warnings]
-            o.move_port = check_port(o.move_port, "local storage port")
+            o.move_port = check_port(o.move_port, "local storage port", "move_port")
             if o.mwl_charset not in CHARSETS:
                 raise ConfigError("mwl_charset", f"Unknown character set '{o.mwl_charset}' (one of "
                                   f"{', '.join(CHARSETS)}).")

@@ -164,6 +164,8 @@ class MainWindow(QMainWindow):
         self.act_reset = self._action("Reset", v.reset, "Esc", "Reset the view")
         self.act_shortcuts = self._action("Keyboard and mouse…", self.show_shortcuts, "F1")
         self.act_about = self._action("About Lightbox", self.show_about)
+        self.act_pacs = self._action("PACS configurations…", self.show_pacs_configurations,
+                                     tip="The PACS this computer works with: add, change, test")
         self.preset_menu = QMenu("Presets", self)
         self.preset_menu.aboutToShow.connect(self._fill_presets)
         self.act_presets = [self._action(f"Preset {n}", lambda _=False, i=n - 1: self.apply_preset(i), f"Ctrl+{n}")
@@ -187,6 +189,8 @@ class MainWindow(QMainWindow):
                       self.act_flip_v, self.act_invert, self.act_reset])
         m.addSeparator()
         m.addMenu(self.preset_menu)
+        m = bar.addMenu("&PACS")
+        m.addAction(self.act_pacs)
         m = bar.addMenu("&Help")
         m.addActions([self.act_shortcuts, self.act_about])
 
@@ -805,6 +809,15 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message.splitlines()[0], 10000)
         if dialog and not os.environ.get("LIGHTBOX_QUIT_AFTER_SHOWN"):
             QMessageBox.warning(self, "Lightbox", message)
+
+    def show_pacs_configurations(self) -> None:
+        from app.ui.pacs_dialogs import PacsConfigurationsDialog
+
+        dialog = PacsConfigurationsDialog(self)
+        try:
+            dialog.exec()
+        finally:
+            dialog.deleteLater()
 
     def show_shortcuts(self) -> None:
         rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{t}</td></tr>" for k, t in SHORTCUTS)
