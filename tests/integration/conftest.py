@@ -72,3 +72,35 @@ def empty_orthanc(orthanc):
     """The session's Orthanc with nothing stored."""
     orthanc.clear()
     return orthanc
+
+
+def _orthanc_variant(tmp_path_factory, name: str, overrides: dict):
+    from tests.integration.orthanc import Orthanc, OrthancMissing
+
+    server = Orthanc(tmp_path_factory.mktemp(name), overrides=overrides)
+    try:
+        server.start()
+    except OrthancMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return server
+
+
+@pytest.fixture(scope="session")
+def orthanc_strict(tmp_path_factory):
+    """A second Orthanc that checks the called AE title and answers C-ECHO only from the AE titles it
+    knows (the LIGHTBOX modality); HTTP as in `orthanc`."""
+    from tests.integration.orthanc import STRICT_DICOM
+
+    server = _orthanc_variant(tmp_path_factory, "orthanc-strict", STRICT_DICOM)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def orthanc_open(tmp_path_factory):
+    """An Orthanc whose HTTP side (REST and DICOMweb) asks for no password."""
+    from tests.integration.orthanc import NO_AUTH
+
+    server = _orthanc_variant(tmp_path_factory, "orthanc-open", NO_AUTH)
+    yield server
+    server.stop()

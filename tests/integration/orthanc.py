@@ -2,6 +2,7 @@
 
 Started from a config in a temporary folder with free ports, HTTP authentication, DICOMweb and worklists;
 ready once GET /system answers 200; stopped with SIGTERM. See /work/shared/peers.md for the traps.
+Variants (a strict DICOM side, no HTTP authentication ...) pass `overrides`, top-level config keys.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ BINARY = "/usr/sbin/Orthanc"
 PLUGIN_DIRS = ("/usr/lib/orthanc", "/usr/share/orthanc/plugins")
 PLUGINS = {"DICOMweb": ("libOrthancDicomWeb.so*", "orthanc-dicomweb"),
            "worklists": ("libModalityWorklists.so*", "orthanc")}
+# Overrides for common variants.
+NO_AUTH = {"AuthenticationEnabled": False, "RegisteredUsers": {}}
+STRICT_DICOM = {"DicomCheckCalledAet": True, "DicomAlwaysAllowEcho": False}  # only DicomModalities may echo
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
 
@@ -62,8 +66,9 @@ def free_ports(count: int) -> list[int]:
 class Orthanc:
     """One Orthanc process. `folder` holds its config, storage, worklists and log."""
 
-    def __init__(self, folder: Path, *, aet: str = "ORTHANC", user: str = "lightbox"):
+    def __init__(self, folder: Path, *, aet: str = "ORTHANC", user: str = "lightbox", overrides: dict | None = None):
         self.folder = Path(folder)
+        self.overrides = dict(overrides or {})
         self.aet = aet
         self.user = user
         self.password = secrets.token_urlsafe(16)
@@ -90,6 +95,11 @@ class Orthanc:
     def auth_header(self) -> str:
         return "Basic " + base64.b64encode(f"{self.user}:{self.password}".encode()).decode("ascii")
 
+    @property
+    def authenticated(self) -> bool:
+        """Whether its HTTP side asks for the password."""
+        return self.overrides.get("AuthenticationEnabled", True)
+
     # -- life --
 
     def config(self, plugins: list[str]) -> dict:
@@ -107,7 +117,7 @@ class Orthanc:
                                              "Port": self.lightbox_port}},
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "WadoRoot": "/wado"},
             "Worklists": {"Enable": True, "Database": str(self.worklists)},
-        }
+        } | self.overrides
 
     def start(self) -> Orthanc:
         plugins = find_plugins()
