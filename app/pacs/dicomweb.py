@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
+import requests.certs
+import requests.utils
 
+from app import paths
 from app.dicom.reading import part10_bytes
 from app.errors import Cancelled, LightboxError
+from app.pacs.config import PacsConfig
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +142,57 @@ class DicomWeb:
             if reporter:
                 reporter.check()
             yield f"{target.study_uid}/{ds.get('SOPInstanceUID', '?')}", part10_bytes(ds)
+
+
+# -- a configured PACS -------------------------------------------------------------------------------
+
+def dicomweb_session(config: PacsConfig, secret: str | None, settings=None) -> requests.Session:
+    """A session for this PACS: its authentication, extra headers, AE title headers and TLS trust (requests'
+    bundle or REQUESTS_CA_BUNDLE, the settings' extra CA file, the configuration's CA file). Whether to
+    follow redirects is the caller's choice per request. LightboxError when a CA file cannot be used."""
+    from app.links.download import make_session
+
+    o = config.dicomweb
+    session = make_session(settings)
+    if o.ca_file.strip():
+        session.verify = _trust_with(session.verify, o.ca_file.strip())
+    # requests would let REQUESTS_CA_BUNDLE override session.verify (and so the CA file) and read ~/.netrc:
+    # make_session's trust store already holds that bundle, and the proxy comes from the environment here.
+    session.trust_env = False
+    session.proxies.update(requests.utils.get_environ_proxies(o.url))
+    if o.auth == "basic" and secret is not None:
+        session.auth = (o.user, secret)
+    elif o.auth == "bearer" and secret:
+        session.headers["Authorization"] = f"Bearer {secret}"
+    for name, value in o.headers:
+        session.headers[name] = value
+    if o.send_aet_headers:
+        session.headers[o.source_aet_header] = o.source_aet
+        session.headers[o.pacs_aet_header] = config.aet
+    return session
+
+
+def _trust_with(base, ca_file: str) -> str:
+    """One PEM bundle: what `base` trusts plus the configuration's CA file (cached by content)."""
+    try:
+        extra = Path(ca_file).expanduser().read_bytes()
+    except OSError as exc:
+        raise LightboxError(f"The CA file {ca_file} cannot be read ({exc.strerror or type(exc).__name__}).") \
+            from None
+    if b"-----BEGIN CERTIFICATE-----" not in extra:
+        raise LightboxError(f"The CA file {ca_file} holds no PEM certificate.")
+    if not isinstance(base, str) or Path(base).is_dir():
+        base = requests.certs.where()
+    combined = Path(base).read_bytes().rstrip(b"\n") + b"\n" + extra
+    target = paths.cache_dir() / f"ca-bundle-{hashlib.sha256(combined).hexdigest()[:16]}.pem"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".ca-bundle-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fp:
+                fp.write(combined)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return str(target)

@@ -14,13 +14,8 @@ import requests.certs
 import trustme
 
 from app.pacs.config import DICOMWEB, DIMSE, DicomWebOptions, DimseOptions, PacsConfig
-from app.pacs.connection import (
-    AssociationFailed,
-    nodelay_handler,
-    open_association,
-    requested_syntaxes,
-    test_connection,
-)
+from app.pacs.connection import requested_syntaxes, test_connection
+from app.pacs.dimse import AssociationFailed, nodelay_handler, open_association
 from tests.integration.orthanc import free_ports
 from tests.unit.helpers import image_dataset, to_bytes
 
