@@ -1,6 +1,7 @@
 """Where Lightbox keeps its files. LIGHTBOX_HOME moves all of them under one folder."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -50,3 +51,22 @@ def resources_dir() -> Path:
 
 def sample_study() -> Path:
     return resources_dir() / "sample"
+
+
+def write_atomically(path: Path, data: bytes | str, *, private: bool = False) -> None:
+    """Write a whole file or nothing: a temporary name beside it, flushed, then renamed over it.
+    `private`: readable by this user only (secrets)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        if private:
+            os.chmod(tmp, 0o600)
+        with os.fdopen(fd, "wb") as fp:
+            fp.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -62,14 +60,4 @@ def load() -> Settings:
 def save(settings: Settings) -> None:
     data = dict(settings.extra)
     data.update({k: v for k, v in asdict(settings).items() if k != "extra"})
-    path = settings_file()
-    fd, tmp = tempfile.mkstemp(prefix=".settings-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fp:
-            json.dump(data, fp, indent=2, ensure_ascii=False)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    paths.write_atomically(settings_file(), json.dumps(data, indent=2, ensure_ascii=False))

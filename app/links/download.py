@@ -113,27 +113,25 @@ def _trust_store(settings: app_settings.Settings) -> str:
     extra = (settings.extra_ca_file or "").strip()
     if not extra:
         return base
+    return trust_with(base, extra, f"The extra certificate file in the settings ({extra})", DownloadError)
+
+
+def trust_with(base, ca_file: str, described: str, error=LightboxError) -> str:
+    """One PEM bundle (cached by content): what `base` trusts plus `ca_file`. `described` names the
+    file in the messages of `error`, raised when it cannot be used."""
     try:
-        extra_pem = Path(extra).expanduser().read_bytes()
+        extra_pem = Path(ca_file).expanduser().read_bytes()
     except OSError as exc:
-        raise DownloadError(f"The extra certificate file in the settings ({extra}) cannot be read "
-                            f"({exc.strerror or type(exc).__name__}).") from None
+        raise error(f"{described} cannot be read ({exc.strerror or type(exc).__name__}).") from None
     if b"-----BEGIN CERTIFICATE-----" not in extra_pem:
-        raise DownloadError(f"The extra certificate file in the settings ({extra}) holds no PEM certificate.")
-    if Path(base).is_dir():  # a c_rehash folder cannot be joined to a file: keep requests' own bundle
-        log.warning("REQUESTS_CA_BUNDLE is a folder; combining the extra CA file with requests' bundle instead")
+        raise error(f"{described} holds no PEM certificate.")
+    if not isinstance(base, str) or Path(base).is_dir():  # a c_rehash folder cannot be joined to a file
+        log.info("combining %s with requests' own bundle", ca_file)
         base = requests.certs.where()
     combined = Path(base).read_bytes().rstrip(b"\n") + b"\n" + extra_pem
     target = paths.cache_dir() / f"ca-bundle-{hashlib.sha256(combined).hexdigest()[:16]}.pem"
     if not target.exists():
-        fd, tmp = tempfile.mkstemp(prefix=".ca-bundle-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fp:
-                fp.write(combined)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        paths.write_atomically(target, combined)
     return str(target)
 
 

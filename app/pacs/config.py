@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -335,19 +333,9 @@ class PacsConfigs:
         return cls([PacsConfig.from_dict(c) for c in data.get("configs", [])], bool(data.get("allow_transfer", True)))
 
     def save(self) -> None:
-        path = config_file()
         data = {"version": VERSION, "allow_transfer": self.allow_transfer,
                 "configs": [c.as_dict() for c in self.configs]}
-        fd, tmp = tempfile.mkstemp(prefix=".pacs-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fp:
-                json.dump(data, fp, indent=2, ensure_ascii=False)
-                fp.flush()
-                os.fsync(fp.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        paths.write_atomically(config_file(), json.dumps(data, indent=2, ensure_ascii=False))
 
     def find(self, key: str) -> PacsConfig:
         """By AE title, or by display name where that is unique."""
@@ -415,7 +403,7 @@ class PacsConfigs:
     def export_file(self, path: Path) -> int:
         """The configurations, without secrets, to a file another Lightbox can import."""
         data = {"version": VERSION, "configs": [c.as_dict() for c in self.configs]}
-        Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+        paths.write_atomically(Path(path), json.dumps(data, indent=2, ensure_ascii=False))
         return len(self.configs)
 
     def import_file(self, path: Path) -> tuple[list[PacsConfig], list[str]]:

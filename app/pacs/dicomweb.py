@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
 import requests.certs
 import requests.utils
 
-from app import paths
 from app.dicom.reading import part10_bytes
 from app.errors import Cancelled, LightboxError
 from app.pacs.config import PacsConfig
@@ -150,12 +145,12 @@ def dicomweb_session(config: PacsConfig, secret: str | None, settings=None) -> r
     """A session for this PACS: its authentication, extra headers, AE title headers and TLS trust (requests'
     bundle or REQUESTS_CA_BUNDLE, the settings' extra CA file, the configuration's CA file). Whether to
     follow redirects is the caller's choice per request. LightboxError when a CA file cannot be used."""
-    from app.links.download import make_session
+    from app.links.download import make_session, trust_with
 
     o = config.dicomweb
     session = make_session(settings)
     if o.ca_file.strip():
-        session.verify = _trust_with(session.verify, o.ca_file.strip())
+        session.verify = trust_with(session.verify, o.ca_file.strip(), f"The CA file {o.ca_file.strip()}")
     # requests would let REQUESTS_CA_BUNDLE override session.verify (and so the CA file) and read ~/.netrc:
     # make_session's trust store already holds that bundle, and the proxy comes from the environment here.
     session.trust_env = False
@@ -170,29 +165,3 @@ def dicomweb_session(config: PacsConfig, secret: str | None, settings=None) -> r
         session.headers[o.source_aet_header] = o.source_aet
         session.headers[o.pacs_aet_header] = config.aet
     return session
-
-
-def _trust_with(base, ca_file: str) -> str:
-    """One PEM bundle: what `base` trusts plus the configuration's CA file (cached by content)."""
-    try:
-        extra = Path(ca_file).expanduser().read_bytes()
-    except OSError as exc:
-        raise LightboxError(f"The CA file {ca_file} cannot be read ({exc.strerror or type(exc).__name__}).") \
-            from None
-    if b"-----BEGIN CERTIFICATE-----" not in extra:
-        raise LightboxError(f"The CA file {ca_file} holds no PEM certificate.")
-    if not isinstance(base, str) or Path(base).is_dir():
-        base = requests.certs.where()
-    combined = Path(base).read_bytes().rstrip(b"\n") + b"\n" + extra
-    target = paths.cache_dir() / f"ca-bundle-{hashlib.sha256(combined).hexdigest()[:16]}.pem"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ca-bundle-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fp:
-                fp.write(combined)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return str(target)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from app import paths
@@ -71,18 +70,7 @@ def _read_file() -> dict:
 
 
 def _write_file(data: dict) -> None:
-    path = _file()
-    fd, tmp = tempfile.mkstemp(prefix=".secrets-", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fp:
-            json.dump(data, fp)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    paths.write_atomically(_file(), json.dumps(data), private=True)
 
 
 def set_secret(key: str, value: str) -> None:
