@@ -562,9 +562,10 @@ class MainWindow(QMainWindow):
             self.viewport.painted.connect(self._log_link_timing)
             self._timing = {**timing, **result.timings, "import_done": shown_at}
         if self.open_study(result.study_uids[0]):
-            self.statusBar().showMessage(f"From the link: {result.imported.summary()}", 10000)
-        for warning in result.warnings:
-            log.warning("link: %s", warning)
+            message = f"From the link: {result.imported.summary()}"
+            if result.warnings:  # e.g. a link too long for the Windows shell
+                message += " · " + " · ".join(result.warnings)
+            self.statusBar().showMessage(message, 20000)
         if result.imported.conflicts:
             self._queue_dialog(ConflictDialog(result.imported.conflicts, self))
         if result.imported.failed:

@@ -74,3 +74,11 @@ def test_an_expired_link_is_a_message_not_a_traceback(window, qtbot, https_serve
     assert "SECRET" not in window.warnings[0]
     with Library() as library:
         assert library.counts()["instances"] == 0
+
+
+def test_a_warning_about_the_link_is_shown(window, qtbot, https_server):
+    https_server.reply("/long.dcm", dx())
+    long_link = link(https_server.url("/long.dcm") + "?pad=" + "x" * 2100)
+    window.handle_request(["open", long_link], 0.0)
+    qtbot.waitUntil(lambda: window.last_link is not None, timeout=15000)
+    assert "Windows cuts links at 2,083" in window.statusBar().currentMessage()
