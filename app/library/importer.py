@@ -200,6 +200,7 @@ class _Import:
         self.labels: dict[str, str] = {}
         self._captured = 0
         self._conflict_keys: set[tuple] = set()
+        self._own_preparer: _Preparer | None = None
         self._batch: list[tuple[str, str, int]] = []  # (partial, relative, entry index) awaiting publish
         self._last_commit = time.monotonic()
 
@@ -224,7 +225,7 @@ class _Import:
             if parallel and len(items) >= PARALLEL_FROM and (os.cpu_count() or 1) > 1:
                 self._parallel(items)
             else:
-                preparer = _Preparer(library.root, library.microchip_issuers)
+                preparer = self._preparer()
                 for n, item in enumerate(items):
                     if reporter and n % 8 == 0:
                         reporter.update(n)
@@ -255,6 +256,7 @@ class _Import:
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                  initargs=(self.library.root, self.library.microchip_issuers, os.getpid())) as pool:
             futures = [pool.submit(_prepare_chunk, chunk) for chunk in chunks]
+            consumed = 0  # futures whose results were taken
             try:
                 for n, future in enumerate(futures):
                     if self.reporter:
@@ -263,32 +265,55 @@ class _Import:
                         prepared = future.result()
                     except BrokenProcessPool:
                         log.warning("import workers stopped; going on in this process")
-                        preparer = _Preparer(self.library.root, self.library.microchip_issuers)
-                        for chunk in chunks[n:]:
-                            for item in chunk:
-                                if self.reporter:
-                                    self.reporter.check()
-                                if not self._take(preparer(item)):
-                                    return
+                        self._abandon(futures[n:])
+                        consumed = len(futures)
+                        preparer = self._preparer()
+                        for item in (item for chunk in chunks[n:] for item in chunk):
+                            if self.reporter:
+                                self.reporter.check()
+                            if not self._take(preparer(item)):
+                                return
                         return
-                    for p in prepared:
+                    consumed = n + 1
+                    for i, p in enumerate(prepared):
                         if not self._take(p):
-                            for f in futures:
-                                f.cancel()
+                            self._discard(prepared[i + 1:])
+                            self._abandon(futures[n + 1:])
                             return
                     done += len(chunks[n])
             except BaseException:
                 # Cancelled: stop the queue, but index what the workers already stored.
-                for f in futures:
+                for f in futures[consumed:]:
                     f.cancel()
-                for f in futures:
+                for f in futures[consumed:]:
                     try:
-                        for p in f.result():
-                            if p.kind == "stored":
-                                self._take(p)
+                        results = f.result()
                     except (CancelledError, BrokenProcessPool):
                         continue
+                    for p in results:
+                        if p.kind == "stored":
+                            self._take(p)
                 raise
+
+    def _abandon(self, futures) -> None:
+        """Stop queued work; what finished anyway is thrown away (its partial files deleted)."""
+        for f in futures:
+            f.cancel()
+        for f in futures:
+            try:
+                self._discard(f.result())
+            except (CancelledError, BrokenProcessPool):
+                continue
+
+    def _discard(self, prepared: list[_Prepared]) -> None:
+        for p in prepared:
+            if p.partial:
+                self.library.store.discard(p.partial)
+
+    def _preparer(self) -> _Preparer:
+        if self._own_preparer is None:
+            self._own_preparer = _Preparer(self.library.root, self.library.microchip_issuers)
+        return self._own_preparer
 
     def _take(self, prepared: _Prepared) -> bool:
         """Index one prepared item and record its outcome; False when the import must stop."""
@@ -353,8 +378,7 @@ class _Import:
                                    instance_number=self._captured)
         except LightboxError as exc:
             return _Prepared(prepared.label, "failed", error=getattr(exc, "reason", None) or str(exc))
-        return _Preparer(self.library.root, self.library.microchip_issuers)(
-            _Item(prepared.label, data=part10_bytes(ds)))
+        return self._preparer()(_Item(prepared.label, data=part10_bytes(ds)))
 
     # -- finding files --------------------------------------------------------------------------
 

@@ -482,3 +482,51 @@ def test_an_instance_whose_file_vanished_is_stored_again_on_reimport(library):
     assert library.instance(lost.sop_uid).path.is_file()
     assert library.studies()[0].instance_count == 24 == library.counts()["instances"]
     assert library.check(repair=False).clean
+
+
+def test_cancelling_an_import_with_workers_leaves_a_consistent_library(tmp_path, monkeypatch):
+    from app.jobs import Job, State
+
+    monkeypatch.setattr(importer, "PARALLEL_FROM", 8)
+    monkeypatch.setattr(importer, "CHUNK", 4)
+    (tmp_path / "in").mkdir()
+    for n in range(60):
+        save(animal(), tmp_path / "in" / f"{n:02}.dcm")
+
+    def work(reporter):
+        with Library(tmp_path / "lib") as lib:
+            return import_paths([tmp_path / "in"], library=lib, reporter=reporter)
+
+    job = Job(work, "import")
+    job.on_progress(lambda j: j.progress.done >= 12 and j.cancel())
+    job.run()
+    assert job.state is State.CANCELLED
+    with Library(tmp_path / "lib") as lib:
+        assert 12 <= lib.counts()["instances"] <= 60
+        assert lib.check(repair=False).clean  # no partial file left, no row without its file
+
+
+def test_a_full_disk_with_workers_stops_cleanly(library, tmp_path, monkeypatch):
+    from app.library.store import FileStore
+
+    monkeypatch.setattr(importer, "PARALLEL_FROM", 8)
+    monkeypatch.setattr(importer, "CHUNK", 4)
+    for n in range(40):
+        save(animal(), tmp_path / f"{n:02}.dcm")
+    publish = FileStore.publish
+    calls = []
+
+    def full_after_first_batch(self, written):
+        calls.append(len(written))
+        if len(calls) > 1 and written:
+            for partial, _ in written:  # as publish does when the disk is full
+                self.discard(partial)
+            raise StorageError("The disk is full: 4 file(s) was not saved. Free some space and try again.")
+        return publish(self, written)
+
+    monkeypatch.setattr(importer, "COMMIT_EVERY", 8)
+    monkeypatch.setattr(FileStore, "publish", full_after_first_batch)
+    result = import_paths(sorted(tmp_path.glob("*.dcm")), library=library)
+    assert result.stopped.startswith("The disk is full")
+    assert statuses(result)[:8] == ["imported"] * 8 and library.counts()["instances"] == 8
+    assert not list(library.store.partial_files()) and library.check(repair=False).clean
