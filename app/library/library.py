@@ -275,10 +275,6 @@ class Library:
 
     # -- adding ---------------------------------------------------------------------------------
 
-    def has_instance(self, sop_uid: str) -> bool:
-        row = self.db.execute("SELECT path FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
-        return row is not None and self.store.absolute(row[0]).is_file()
-
     def add(self, ds: Dataset, *, data: bytes | None = None, file: Path | None = None, source: str = "file") -> Added:
         """Store one instance (its bytes, or a copy of its file) and index it.
 
