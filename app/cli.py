@@ -14,7 +14,7 @@ from app.errors import LightboxError, UsageError
 log = logging.getLogger("app.cli")
 
 COMMANDS = ("info", "render", "view", "import", "library", "export", "open", "register-scheme", "unregister-scheme",
-            "pacs")
+            "pacs", "send", "outbox")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,6 +99,28 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true")
 
     _pacs_parser(sub)
+
+    p = sub.add_parser("send", help="send studies (or files) to a PACS through the outbox, and wait")
+    p.add_argument("what", nargs="+", metavar="STUDY_UID|PATH", help="studies in the library, or files/folders "
+                   "(imported into the library first)")
+    p.add_argument("--to", required=True, metavar="AET", help="the PACS configuration (AE title or unique name)")
+    p.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
+                   help="how long to keep retrying an unreachable PACS before leaving the send in the outbox "
+                        "(default 120)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("outbox", help="sends to PACS: list, retry, cancel, run what is due")
+    box = p.add_subparsers(dest="outbox_command", parser_class=_Parser)
+    q = box.add_parser("list", help="the sends, newest first (the default)")
+    q.add_argument("--all", action="store_true", help="also finished and cancelled sends")
+    q.add_argument("--json", action="store_true")
+    for name, text in (("retry", "run a send again now (refused instances too)"), ("cancel", "stop a send")):
+        q = box.add_parser(name, help=text)
+        q.add_argument("send_id", type=int, metavar="ID")
+        q.add_argument("--json", action="store_true")
+    q = box.add_parser("run", help="run every send that is due (queued, or waiting whose time has come)")
+    q.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -628,6 +650,97 @@ def cmd_pacs(args) -> int:
     return 0 if result.ok else 1
 
 
+# -- send and outbox --------------------------------------------------------------------------------
+
+def _send_lines(outbox, record) -> list[str]:
+    lines = [record.describe()]
+    for item in outbox.items(record.id):
+        if item.state != "sent":
+            code = f" (0x{item.status:04X})" if item.status is not None else ""
+            lines.append(f"    {item.state}: {item.sop_uid}{code} {item.message}".rstrip())
+    return lines
+
+
+def cmd_send(args) -> int:
+    import time as _time
+
+    from app.library import Library, import_paths
+    from app.pacs.config import PacsConfigs
+    from app.pacs.outbox import Outbox
+
+    configs = PacsConfigs.load()
+    destination = configs.find(args.to)
+    if destination not in configs.exporting():
+        raise UsageError(f"{destination.aet} does not receive studies from Lightbox (transfer to PACS is off, or "
+                         "its export function is not enabled).")
+    with Library() as library:
+        study_uids, sop_uids = [], []
+        paths = [w for w in args.what if Path(w).exists()]
+        study_uids = [w for w in args.what if w not in paths]
+        for uid in study_uids:
+            library.study(uid)  # a clear error for an unknown study, before anything is queued
+        if paths:
+            imported = import_paths(paths, library=library)
+            for entry in imported.failed:
+                print(f"not sent: {entry.path}: {entry.error}", file=sys.stderr)
+            sop_uids = [e.sop_instance_uid for e in imported.entries if e.status != "failed"]
+        outbox = Outbox(library)
+        send_id = outbox.queue(destination, study_uids=study_uids, sop_uids=sop_uids)
+        deadline = _time.monotonic() + max(0.0, args.wait)
+        while True:
+            record = _run_job("Sending", lambda reporter: outbox.run(send_id, configs=configs, reporter=reporter))
+            if record.state != "waiting" or _time.monotonic() + 0.1 >= deadline:
+                break
+            pause = min(record.next_attempt_at - _time.time(), deadline - _time.monotonic())
+            print(f"{record.last_error}; retrying in {max(0, round(pause))} s", file=sys.stderr)
+            _time.sleep(max(0.0, pause))
+        if args.json:
+            _print_json({**record.as_dict(), "instances": [vars(i) for i in outbox.items(send_id)]})
+        else:
+            print("\n".join(_send_lines(outbox, record)))
+        if record.state == "waiting":
+            print(f"error: {record.last_error}; the send stays in the outbox and is retried (lightbox outbox)",
+                  file=sys.stderr)
+        return 0 if record.state == "done" else 1
+
+
+def cmd_outbox(args) -> int:
+    from app.library import Library
+    from app.pacs.outbox import Outbox
+
+    command = args.outbox_command or "list"
+    with Library() as library:
+        outbox = Outbox(library)
+        if command == "list":
+            records = outbox.sends(active_only=not getattr(args, "all", False))
+            if args.json:
+                _print_json([r.as_dict() for r in records])
+            elif not records:
+                print("The outbox is empty.")
+            else:
+                for record in records:
+                    print("\n".join(_send_lines(outbox, record)))
+            return 0
+        if command == "cancel":
+            outbox.cancel(args.send_id)
+            record = outbox.send(args.send_id)
+        elif command == "retry":
+            outbox.retry(args.send_id)
+            record = _run_job("Sending", lambda reporter: outbox.run(args.send_id, reporter=reporter))
+        else:
+            records = _run_job("Sending", lambda reporter: outbox.run_due(reporter=reporter))
+            if args.json:
+                _print_json([r.as_dict() for r in records])
+            else:
+                print("\n".join(line for r in records for line in _send_lines(outbox, r)) or "Nothing was due.")
+            return 0 if all(r.state == "done" for r in records) else 1
+        if args.json:
+            _print_json(record.as_dict())
+        else:
+            print("\n".join(_send_lines(outbox, record)))
+        return 0 if record.state in ("done", "cancelled") else 1
+
+
 _COMMANDS = {"info": cmd_info, "render": cmd_render, "view": cmd_view, "import": cmd_import,
              "library": cmd_library, "export": cmd_export, "open": cmd_open, "register-scheme": cmd_scheme,
-             "unregister-scheme": cmd_scheme, "pacs": cmd_pacs}
+             "unregister-scheme": cmd_scheme, "pacs": cmd_pacs, "send": cmd_send, "outbox": cmd_outbox}

@@ -81,7 +81,39 @@ CREATE INDEX instances_by_series ON instances (series_pk);
 CREATE TABLE pending_deletes (path TEXT PRIMARY KEY);
 """
 
-MIGRATIONS: list[str] = [_V1]
+# 2: the outbox. A send and each of its instances are recorded before the first byte goes out.
+_V2 = """
+CREATE TABLE sends (
+    pk INTEGER PRIMARY KEY,
+    destination_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL,
+    owner_pid INTEGER,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    finished_at TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX sends_by_state ON sends (state, next_attempt_at);
+
+CREATE TABLE send_items (
+    pk INTEGER PRIMARY KEY,
+    send_pk INTEGER NOT NULL REFERENCES sends (pk),
+    sop_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    status INTEGER,
+    message TEXT NOT NULL DEFAULT '',
+    UNIQUE (send_pk, sop_uid)
+);
+CREATE INDEX send_items_by_send ON send_items (send_pk, state);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 VERSION = len(MIGRATIONS)
 
 

@@ -1,0 +1,434 @@
+"""Send stored instances to a PACS: C-STORE (pynetdicom) or STOW-RS (HTTP), one Outcome per instance.
+
+`on_outcome` hears of each instance as soon as the PACS has confirmed or refused it, so the caller can record
+it at once; SendError means the rest could not be sent now (retry them later). C-STORE sends a stored file's
+bytes as they are when the PACS accepts its transfer syntax, else the dataset decompressed or re-encoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+from app.dicom import reading
+from app.errors import FileProblem, LightboxError
+from app.pacs.config import DICOMWEB, PacsConfig
+from app.pacs.dicomweb import dicomweb_session
+from app.pacs.dimse import (
+    AssociationFailed, address_text, network_reason, open_association, seconds_text, service_name, why_lost,
+)
+
+log = logging.getLogger(__name__)
+
+SENT, WARNING, FAILED = "sent", "warning", "failed"
+EXPLICIT_LE, IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+MAX_CONTEXTS = 128  # presentation contexts one association can propose (odd IDs 1-255)
+
+
+@dataclass
+class Outcome:
+    sop_uid: str
+    state: str  # "sent" | "warning" | "failed"
+    status: int | None = None  # the DIMSE status, or STOW-RS WarningReason / FailureReason
+    message: str = ""  # for warnings and failures, in plain words
+
+
+class SendError(LightboxError):
+    """The send could not go on (PACS unreachable, association refused or lost, access refused): the instances
+    without an Outcome were not sent; try them again later. The message is the reason."""
+
+
+@dataclass
+class _Item:
+    sop_uid: str  # as the caller named it
+    path: Path
+    size: int = 0
+    study_uid: str = ""
+    sop_class: str = ""
+    syntax: str = ""
+    file_sop_uid: str = ""  # as the file says (STOW-RS answers name this one)
+    meta_ok: bool = False  # the file meta names this SOP class and instance: the file can be sent as it is
+
+
+def send_instances(config: PacsConfig, files: list[tuple[str, Path]], *, secret: str | None = None,
+                   on_outcome: Callable[[Outcome], None] | None = None, reporter=None,
+                   batch_bytes: int = 32 * 1024 * 1024) -> list[Outcome]:
+    """Send stored Part 10 files (sop_uid, path); the outcome of each one that got one, in order of confirmation.
+    Raises SendError (the rest unsent), or Cancelled from the reporter (checked between instances)."""
+    tally = _Tally(len(files), on_outcome, reporter)
+    items = []
+    for sop_uid, path in files:
+        item = _read_header(sop_uid, Path(path))
+        if isinstance(item, Outcome):
+            tally.report(None, item)
+        else:
+            items.append(item)
+    tally.bytes_total += sum(i.size for i in items)
+    tally.progress()
+    items = [i for group in _by_study(items) for i in group]
+    start = time.perf_counter()
+    try:
+        if config.type == DICOMWEB:
+            _send_stow(config, secret, items, tally, batch_bytes)
+        else:
+            _send_dimse(config, items, tally)
+    finally:
+        counts = {s: sum(o.state == s for o in tally.outcomes) for s in (SENT, WARNING, FAILED)}
+        log.info("send to %s: %d of %d instances answered (%d sent, %d warnings, %d failed) in %.2f s", config.aet,
+                 len(tally.outcomes), len(files), counts[SENT], counts[WARNING], counts[FAILED],
+                 time.perf_counter() - start)
+    return tally.outcomes
+
+
+class _Tally:
+    def __init__(self, total: int, on_outcome, reporter):
+        self.total, self.on_outcome, self.reporter = total, on_outcome, reporter
+        self.outcomes: list[Outcome] = []
+        self.bytes_done = self.bytes_total = 0
+
+    def report(self, item: _Item | None, outcome: Outcome) -> None:
+        self.record(item, outcome)
+        self.progress()
+
+    def record(self, item: _Item | None, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        if item is not None:
+            self.bytes_done += item.size
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+    def progress(self) -> None:  # raises Cancelled when the job was cancelled
+        if self.reporter is not None:
+            done = len(self.outcomes)
+            self.reporter.update(done, self.total, f"{done} of {self.total} instances "
+                                 f"({_mb(self.bytes_done)} of {_mb(self.bytes_total)} MB)")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f}"
+
+
+def _read_header(sop_uid: str, path: Path) -> _Item | Outcome:
+    try:
+        size = path.stat().st_size
+        ds = reading.read(path, header_only=True)
+    except FileProblem as exc:
+        return Outcome(sop_uid, FAILED, message=f"the stored file cannot be read ({exc.reason})")
+    except OSError as exc:
+        return Outcome(sop_uid, FAILED, message=f"the stored file cannot be read ({exc.strerror or exc})")
+    meta = getattr(ds, "file_meta", None) or {}
+    sop_class = str(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID") or "")
+    syntax = str(meta.get("TransferSyntaxUID") or "")
+    if not sop_class or not syntax:
+        return Outcome(sop_uid, FAILED, message="the stored file names no SOP class or transfer syntax")
+    file_sop = str(ds.get("SOPInstanceUID") or sop_uid)
+    meta_ok = meta.get("MediaStorageSOPClassUID") == sop_class and meta.get("MediaStorageSOPInstanceUID") == file_sop
+    return _Item(sop_uid, path, size, str(ds.get("StudyInstanceUID") or ""), sop_class, syntax, file_sop, meta_ok)
+
+
+def _by_study(items: list[_Item]) -> list[list[_Item]]:
+    groups: dict[str, list[_Item]] = {}
+    for item in items:
+        groups.setdefault(item.study_uid, []).append(item)
+    return list(groups.values())
+
+
+def _status_text(code: int, comment: str = "") -> tuple[str, str]:
+    """(state, message) for a C-STORE status or a STOW-RS reason code, meanings from pynetdicom's tables."""
+    from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS, code_to_category
+
+    category = code_to_category(code)
+    if category == STATUS_SUCCESS:
+        return SENT, ""
+    meaning = STORAGE_SERVICE_CLASS_STATUS.get(code, (None, ""))[1].removeprefix("Refused: ")
+    meaning = meaning.lower().replace("sop ", "SOP ")
+    detail = f"{meaning or 'an unknown status'} (status 0x{code:04X})"
+    if comment:
+        detail += f": {comment}"
+    if category == STATUS_WARNING:
+        return WARNING, f"stored with a warning: {detail}"
+    return FAILED, f"the PACS refused it: {detail}"
+
+
+def _syntax_name(uid: str) -> str:
+    from pydicom.uid import UID
+
+    name = UID(uid).name
+    return name if name != uid else f"transfer syntax {uid}"
+
+
+# -- C-STORE ----------------------------------------------------------------------------------------------
+
+def _send_dimse(config: PacsConfig, items: list[_Item], tally: _Tally) -> None:
+    from pynetdicom import _config as pynetdicom_config
+
+    # Sending by path streams the file's encoded dataset without decoding it. Process-wide, and only this
+    # module passes paths to send_c_store.
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+    calling = config.dimse.query_aet
+    for study in _by_study(items):
+        for chunk in _context_chunks(study):
+            _store_chunk(config, calling, chunk, tally)
+
+
+def _proposals(items: list[_Item]) -> dict[str, list[str]]:
+    """SOP class -> the transfer syntaxes to propose, each in a context of its own: those of the files, then
+    explicit and implicit little endian."""
+    found: dict[str, list[str]] = {}
+    for item in items:
+        for syntax in (item.syntax, EXPLICIT_LE, IMPLICIT_LE):
+            if syntax not in found.setdefault(item.sop_class, []):
+                found[item.sop_class].append(syntax)
+    return found
+
+
+def _context_chunks(items: list[_Item]) -> list[list[_Item]]:
+    """The items split by SOP class so that each part's contexts fit in one association."""
+    parts: list[set[str]] = []
+    count = MAX_CONTEXTS
+    for sop_class, syntaxes in _proposals(items).items():
+        if count + len(syntaxes) > MAX_CONTEXTS:
+            parts.append(set())
+            count = 0
+        parts[-1].add(sop_class)
+        count += len(syntaxes)
+    return [[i for i in items if i.sop_class in part] for part in parts]
+
+
+def _store_chunk(config: PacsConfig, calling: str, items: list[_Item], tally: _Tally) -> None:
+    from pydicom.uid import UID
+    from pynetdicom.presentation import build_context
+
+    contexts = [build_context(UID(sop), UID(syntax)) for sop, syntaxes in _proposals(items).items()
+                for syntax in syntaxes]
+    try:
+        assoc = open_association(config, calling, contexts)
+    except AssociationFailed as exc:
+        if str(exc).startswith("the PACS accepted none of"):  # nothing of this study can go there
+            for item in items:
+                tally.report(item, Outcome(item.sop_uid, FAILED, message=_not_accepted(item)))
+            return
+        raise SendError(str(exc)) from None
+    except LightboxError as exc:  # a TLS file that cannot be used
+        raise SendError(str(exc).rstrip(".")) from None
+    try:
+        accepted: dict[str, set[str]] = {}
+        for cx in assoc.accepted_contexts:
+            accepted.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+        for number, item in enumerate(items, 1):
+            tally.report(item, _store_one(assoc, item, accepted.get(item.sop_class, set()), calling, number))
+    finally:
+        watch = assoc.lightbox_watch
+        if assoc.is_established and watch.abort is None and watch.ended_by is None:
+            assoc.release()
+
+
+def _not_accepted(item: _Item) -> str:
+    from pydicom.uid import UID
+
+    return f"the PACS does not accept {service_name(UID(item.sop_class))}"
+
+
+def _store_one(assoc, item: _Item, syntaxes: set[str], calling: str, number: int) -> Outcome:
+    from pydicom.uid import UID
+
+    if not syntaxes:
+        return Outcome(item.sop_uid, FAILED, message=_not_accepted(item))
+    if item.syntax in syntaxes and item.meta_ok:
+        what = item.path
+    else:
+        plain = syntaxes & {EXPLICIT_LE, IMPLICIT_LE}
+        name = service_name(UID(item.sop_class))
+        if item.syntax not in syntaxes and not plain:
+            return Outcome(item.sop_uid, FAILED, message=f"the PACS accepts {name} only as "
+                           f"{', '.join(sorted(_syntax_name(s) for s in syntaxes))}, not as "
+                           f"{_syntax_name(item.syntax)}")
+        try:
+            what = reading.read(item.path)
+            if item.syntax not in syntaxes and UID(item.syntax).is_compressed:
+                what.decompress(generate_instance_uid=False)  # the same instance, in another transfer syntax
+        except FileProblem as exc:
+            return Outcome(item.sop_uid, FAILED, message=f"the stored file cannot be read ({exc.reason})")
+        except Exception as exc:  # noqa: BLE001 - pydicom's decoders raise many kinds
+            log.info("decompressing %s failed", item.path, exc_info=True)
+            return Outcome(item.sop_uid, FAILED, message=f"the PACS does not accept {name} as "
+                           f"{_syntax_name(item.syntax)}, and the image could not be decompressed "
+                           f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})")
+    if not assoc.is_established:
+        raise SendError(why_lost(assoc, "C-STORE", calling))
+    try:
+        status = assoc.send_c_store(what, msg_id=number % 65536 or 1)
+    except (ValueError, AttributeError) as exc:  # no usable context, or the dataset cannot be encoded
+        return Outcome(item.sop_uid, FAILED, message=f"it cannot be sent to this PACS ({exc})")
+    code = status.get("Status") if status else None
+    if code is None:
+        raise SendError(why_lost(assoc, "C-STORE", calling))
+    state, message = _status_text(int(code), str(status.get("ErrorComment") or "").strip())
+    return Outcome(item.sop_uid, state, int(code), message)
+
+
+# -- STOW-RS ----------------------------------------------------------------------------------------------
+
+_REFERENCED, _FAILED_SEQ = "00081199", "00081198"
+_REF_SOP_UID, _WARNING_REASON, _FAILURE_REASON = "00081155", "00081196", "00081197"
+
+
+def _send_stow(config: PacsConfig, secret: str | None, items: list[_Item], tally: _Tally, batch_bytes: int) -> None:
+    o = config.dicomweb
+    try:
+        session = dicomweb_session(config, secret)
+    except LightboxError as exc:
+        raise SendError(str(exc).rstrip(".")) from None
+    url = f"{o.url.rstrip('/')}/studies"
+    batches = _batches(items, batch_bytes) if o.multipart_stow else [[i] for i in items]
+    with session:
+        for batch in batches:
+            _post(config, session, url, batch, tally)
+
+
+def _batches(items: list[_Item], limit: int) -> list[list[_Item]]:
+    batches: list[list[_Item]] = []
+    size = 0
+    for item in items:
+        if not batches or size + item.size > limit:
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += item.size
+    return batches
+
+
+def _multipart(parts: list[bytes]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    while any(boundary.encode() in p for p in parts):
+        boundary = uuid.uuid4().hex
+    head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    chunks = []
+    for part in parts:
+        chunks += [head, part, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def _post(config: PacsConfig, session: requests.Session, url: str, batch: list[_Item], tally: _Tally) -> None:
+    from app.links.uri import redact_url
+
+    o = config.dicomweb
+    parts, ready = [], []
+    for item in batch:
+        try:
+            parts.append(item.path.read_bytes())
+            ready.append(item)
+        except OSError as exc:
+            tally.record(item, Outcome(item.sop_uid, FAILED,
+                                       message=f"the stored file cannot be read ({exc.strerror or exc})"))
+    if not ready:
+        tally.progress()
+        return
+    if o.multipart_stow:
+        body, content_type = _multipart(parts)
+    else:
+        body, content_type = parts[0], "application/dicom"
+    where = urlsplit(o.url)
+    host = where.hostname or "?"
+    port = where.port or (443 if where.scheme == "https" else 80)
+    read_timeout = o.timeout_s + len(body) / 2**20  # the PACS stores the whole body before it answers
+    try:
+        resp = session.post(url, data=body, headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+                            timeout=(o.timeout_s, read_timeout), allow_redirects=False)
+    except requests.exceptions.ReadTimeout:
+        raise SendError(f"no answer from {address_text(host, port)} within {seconds_text(read_timeout)} "
+                        "after sending") from None
+    except (requests.exceptions.RequestException, OSError, ValueError) as exc:
+        raise SendError(network_reason(exc, host, port, o.timeout_s, where.scheme == "https")) from None
+    status = resp.status_code
+    if status == 413 and len(ready) > 1:  # too big for the PACS: halves
+        half = len(ready) // 2
+        _post(config, session, url, ready[:half], tally)
+        _post(config, session, url, ready[half:], tally)
+        return
+    answers = _parse_stow(resp)
+    if status in (401, 403):
+        raise SendError(f"the PACS refused access (HTTP {status}): " + (
+            "the user name, password or token was not accepted" if status == 401 else
+            "this account may not store instances there"))
+    if status == 404:
+        raise SendError(f"there is no STOW-RS service at {redact_url(url)} (HTTP 404)")
+    if status == 415 and not o.multipart_stow:
+        raise SendError("the PACS does not accept single-part application/dicom bodies (HTTP 415); turn on "
+                        "multipart STOW-RS in the configuration")
+    if 300 <= status < 400:
+        target = resp.headers.get("Location", "")
+        raise SendError(f"the STOW-RS address redirects{' to ' + redact_url(target) if target else ''} "
+                        f"(HTTP {status}); use the final address as the base URL")
+    if not answers and status not in (200, 202, 400, 409, 413):
+        raise SendError(f"the PACS failed to store the instances (HTTP {status})" if status >= 500 else
+                        f"the PACS refused the request (HTTP {status})")
+    for item in ready:
+        outcome = answers.get(item.file_sop_uid)
+        if outcome is None:
+            if status == 200:
+                outcome = Outcome(item.sop_uid, SENT)
+            elif status == 202:
+                outcome = Outcome(item.sop_uid, FAILED, message="the PACS did not say whether it stored it (HTTP 202)")
+            elif status == 413:
+                outcome = Outcome(item.sop_uid, FAILED, message="it is too large for the PACS (HTTP 413)")
+            else:
+                outcome = Outcome(item.sop_uid, FAILED, message=f"the PACS refused it (HTTP {status})")
+        else:
+            outcome.sop_uid = item.sop_uid
+        tally.record(item, outcome)  # the whole answer first: a cancel must not hide confirmed instances
+    tally.progress()
+
+
+def _parse_stow(resp: requests.Response) -> dict[str, Outcome]:
+    """Outcomes by SOP Instance UID from a DICOM JSON STOW-RS answer (whatever its Content-Type says)."""
+    try:
+        data = resp.json() if resp.content.strip() else {}
+    except ValueError:
+        return {}
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    if not isinstance(data, dict):
+        return {}
+    found: dict[str, Outcome] = {}
+    for item in _values(data, _REFERENCED):
+        uid = _first(item, _REF_SOP_UID)
+        if uid:
+            code = _first(item, _WARNING_REASON)
+            if isinstance(code, int) and code:
+                _, message = _status_text(code)
+                found[str(uid)] = Outcome(str(uid), WARNING, code, message)
+            else:
+                found[str(uid)] = Outcome(str(uid), SENT)
+    for item in _values(data, _FAILED_SEQ):
+        uid = _first(item, _REF_SOP_UID)
+        if uid:
+            code = _first(item, _FAILURE_REASON)
+            if isinstance(code, int):
+                state, message = _status_text(code)
+                if state != FAILED:
+                    message = f"the PACS refused it (reason 0x{code:04X})"
+            else:
+                code, message = None, "the PACS refused it and gave no reason"
+            found[str(uid)] = Outcome(str(uid), FAILED, code, message)
+    return found
+
+
+def _values(data: dict, tag: str) -> list:
+    element = data.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
+
+
+def _first(data: dict, tag: str):
+    element = data.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    return values[0] if isinstance(values, list) and values else None
