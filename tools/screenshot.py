@@ -5,7 +5,9 @@ Starts Xvfb itself when DISPLAY is not set. States: default, zoomed, lung (CT pr
 library (PATHs, else the sample, imported into a fresh temporary library with a few made-up patients
 beside it; the library page with the newest study chosen), pacs (no PATHs: the PACS configurations dialog
 with one configuration of each type and a connection test against a local C-ECHO server, beside the
-editor showing a validation message; both in one PNG).
+editor showing a validation message; both in one PNG), outbox (the library as for `library`, with the
+Outbox panel below it: sends in every state, one under way, one waiting for an unreachable PACS; nothing
+is really sent).
 """
 
 import argparse
@@ -127,6 +129,51 @@ def pacs_shot(window, out: Path, done) -> None:
     QTimer.singleShot(300, editor_open)
 
 
+def demo_outbox(window) -> None:
+    """Two PACS configurations and sends in every state, written as the outbox records them; the runner is
+    kept from sending (the screenshot shows the records, nothing goes out)."""
+    import time
+
+    from app.library import Library
+    from app.pacs.config import DICOMWEB, DIMSE, DicomWebOptions, DimseOptions, PacsConfig, PacsConfigs
+    from app.pacs.outbox import Outbox
+
+    window.outbox_runner.start = lambda: None
+    configs = PacsConfigs.load()
+    clinic = PacsConfig(DIMSE, "Clinic PACS", "CLINICPACS", dimse=DimseOptions(host="192.168.1.20", port=104))
+    cloud = PacsConfig(DICOMWEB, "Referral centre", "REFCLOUD",
+                       dicomweb=DicomWebOptions(url="https://pacs.referral-vets.example/dicom-web", auth="bearer"))
+    configs.add(clinic)
+    configs.add(cloud, secret="demo-token")
+    with Library() as library:
+        outbox = Outbox(library)
+        db = library.db
+        studies = {s.patient.animal_name: s for s in library.studies()}
+        sample = next(s for s in library.studies() if s.instance_count > 1)
+
+        def send(config, study, state, confirmed=0, refused=0, **row):
+            pk = outbox.queue(config, study_uids=[study.uid])
+            items = [i.sop_uid for i in outbox.items(pk)]
+            db.executemany("UPDATE send_items SET state = 'sent', status = 0 WHERE send_pk = ? AND sop_uid = ?",
+                           [(pk, sop) for sop in items[:confirmed]])
+            db.executemany("UPDATE send_items SET state = 'failed', status = 42752, message = ? "
+                           "WHERE send_pk = ? AND sop_uid = ?",
+                           [("the PACS refused it: out of resources (status 0xA700)", pk, sop)
+                            for sop in items[confirmed:confirmed + refused]])
+            row = {"state": state, **row}
+            db.execute(f"UPDATE sends SET {', '.join(f'{k} = ?' for k in row)} WHERE pk = ?", (*row.values(), pk))
+
+        now = time.time()
+        send(clinic, studies["Bailey"], "done", 1, finished_at="2026-11-02T09:12:40+01:00")
+        send(clinic, studies["Milo"], "failed", 0, 1, last_error="the PACS refused 1 instance(s)",
+             finished_at="2026-11-02T09:40:03+01:00")
+        send(cloud, studies["Biscuit"], "cancelled", 0, finished_at="2026-11-02T10:02:11+01:00")
+        send(clinic, sample, "sending", 12, owner_pid=os.getpid())
+        send(cloud, sample, "waiting", 0, attempts=2, next_attempt_at=now + 26,
+             last_error="nothing is listening at pacs.referral-vets.example:443 (connection refused)")
+        send(clinic, studies["Luna"], "queued")
+
+
 def echo_server() -> int:
     """A C-ECHO (Verification) server on a free local port, for the connection test to reach; its port."""
     import socket
@@ -149,13 +196,13 @@ def main() -> int:
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--size", default="1400x900")
     parser.add_argument("--state", default="default",
-                        choices=["default", "zoomed", "lung", "inverted", "ct", "library", "pacs"])
+                        choices=["default", "zoomed", "lung", "inverted", "ct", "library", "pacs", "outbox"])
     args = parser.parse_args()
-    if not args.paths and args.state not in ("library", "pacs"):
+    if not args.paths and args.state not in ("library", "pacs", "outbox"):
         parser.error("name the files to open")
     xvfb = start_xvfb()
     os.environ["QT_QPA_PLATFORM"] = "xcb"
-    if args.state in ("library", "pacs"):  # never into a real library or real PACS configurations
+    if args.state in ("library", "pacs", "outbox"):  # never into a real library or real PACS configurations
         os.environ["LIGHTBOX_HOME"] = tempfile.mkdtemp(prefix="lightbox-shot-")
         os.environ["LIGHTBOX_SECRETS"] = "file"
     os.environ.setdefault("LIGHTBOX_HOME", tempfile.mkdtemp(prefix="lightbox-shot-"))
@@ -169,12 +216,14 @@ def main() -> int:
         w, h = (int(x) for x in args.size.split("x"))
         window.resize(w, h)
         window.show()
-        if args.state == "library":
+        if args.state in ("library", "outbox"):
             from app.paths import sample_study
 
             demo = Path(os.environ["LIGHTBOX_HOME"]) / "demo"
             demo.mkdir(parents=True, exist_ok=True)
             demo_library(args.paths or [str(sample_study())], demo)
+            if args.state == "outbox":
+                demo_outbox(window)
             window.show_library()
 
             def library_ready():
@@ -184,6 +233,10 @@ def main() -> int:
                 if not items or any(i.data(THUMB_ROLE) is None for i in items):
                     QTimer.singleShot(100, library_ready)
                     return
+                if args.state == "outbox":  # the waiting send chosen: Retry now and Cancel are offered
+                    panel = window.outbox_panel
+                    panel.refresh()
+                    panel.select(next(r.id for r in panel.model.records if r.state == "waiting"))
                 QTimer.singleShot(800, shoot)
 
             QTimer.singleShot(100, library_ready)
@@ -216,7 +269,7 @@ def main() -> int:
             print(out)
             app.quit()
 
-        if args.state not in ("library", "pacs"):
+        if args.state not in ("library", "pacs", "outbox"):
             QTimer.singleShot(100, ready)
         app.exec()
     finally:

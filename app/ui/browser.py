@@ -3,7 +3,8 @@ thumbnails, and the same patient's other studies (priors).
 
 The browser reads the library through its own connection on the GUI thread (queries are quick);
 thumbnails are rendered off the GUI thread in a job and kept in memory and as PNG files in the cache.
-What the user asks for (open, export, remove) leaves the browser as signals: the main window acts.
+What the user asks for (open, export, remove, send to a PACS) leaves the browser as signals: the main
+window acts.
 """
 
 from __future__ import annotations
@@ -398,6 +399,7 @@ class Browser(QWidget):
     open_requested = Signal(str, str)  # study UID, series UID ("" for the first series)
     export_requested = Signal(list)  # study UIDs
     remove_requested = Signal(list)  # study UIDs
+    send_requested = Signal(object, list, str)  # PacsConfig, study UIDs, series UID ("" for whole studies)
     selection_changed = Signal()
     problem = Signal(str)
 
@@ -452,6 +454,8 @@ class Browser(QWidget):
 
         self.series_list = SeriesThumbnails(self)
         self.series_list.itemActivated.connect(self._series_activated)
+        self.series_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.series_list.customContextMenuRequested.connect(self._series_context_menu)
         series_label = QLabel("Series — double-click to view, or drag onto the viewer", self)
         series_label.setStyleSheet("color: #a0a0a0;")
 
@@ -805,11 +809,43 @@ class Browser(QWidget):
         menu.addSeparator()
         act = menu.addAction("Export…" if n <= 1 else f"Export {n} studies…", lambda: self.export_requested.emit(uids))
         act.setEnabled(n >= 1)
+        send = self.send_menu(menu, "Send to PACS" if n <= 1 else f"Send {n} studies to PACS",
+                              lambda config: self.send_requested.emit(config, uids, ""))
+        send.setEnabled(n >= 1)
         menu.addSeparator()
         act = menu.addAction("Remove from library…" if n <= 1 else f"Remove {n} studies from the library…",
                              lambda: self.remove_requested.emit(uids))
         act.setEnabled(n >= 1)
         return menu
+
+    def send_menu(self, parent: QMenu, title: str, chosen) -> QMenu:
+        """A "Send to PACS" submenu of `parent`: the configurations that may receive."""
+        from app.ui.outbox_panel import fill_send_menu
+
+        menu = parent.addMenu(title)
+        menu.setToolTipsVisible(True)
+        fill_send_menu(menu, chosen)
+        return menu
+
+    def series_menu(self, item: QListWidgetItem) -> QMenu:
+        series_uid, study_uid = item.data(UID_ROLE), item.data(STUDY_UID_ROLE)
+        menu = QMenu(self)
+        act = menu.addAction("Open in the viewer", lambda: self.open_requested.emit(study_uid, series_uid))
+        act.setEnabled(item.data(THUMB_ROLE) != "no-images")
+        menu.addSeparator()
+        self.send_menu(menu, "Send series to PACS", lambda config: self.send_requested.emit(config, [study_uid],
+                                                                                              series_uid))
+        return menu
+
+    @Slot(QPoint)
+    def _series_context_menu(self, pos: QPoint) -> None:
+        item = self.series_list.itemAt(pos)
+        if item is None:
+            return
+        self.series_list.setCurrentItem(item)
+        menu = self.series_menu(item)
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        menu.popup(self.series_list.viewport().mapToGlobal(pos))
 
     @Slot(QPoint)
     def _context_menu(self, pos: QPoint) -> None:

@@ -28,6 +28,7 @@ from app.ui.import_export import (
     ConflictDialog, ExportDialog, ExportOptions, FailedFilesDialog, capture_context_for, study_name,
 )
 from app.ui.jobs import JobRelay
+from app.ui.outbox_panel import OutboxPanel, OutboxRunner, queue_sends
 from app.ui.viewer.series_strip import SeriesStrip
 from app.ui.viewer.viewport import Viewport, dropped_series
 
@@ -80,6 +81,7 @@ class MainWindow(QMainWindow):
         self.browser.open_requested.connect(self.open_study)
         self.browser.export_requested.connect(self.export_studies)
         self.browser.remove_requested.connect(self.remove_studies)
+        self.browser.send_requested.connect(self.send_to_pacs)
         self.browser.selection_changed.connect(self._refresh)
         self.browser.problem.connect(self._show_problem)
 
@@ -97,6 +99,24 @@ class MainWindow(QMainWindow):
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
         self.series_dock = dock
+
+        # The outbox: sends to PACS, shown once there is something; the runner sends what is due.
+        self.outbox_panel = OutboxPanel(self._outbox_library, self)
+        self.outbox_runner = OutboxRunner(self._outbox_library, self)
+        dock = QDockWidget("Outbox", self)
+        dock.setObjectName("outbox")
+        dock.setWidget(self.outbox_panel)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+        dock.hide()
+        self.outbox_dock = dock
+        self.outbox_panel.problem.connect(self._show_problem)
+        self.outbox_panel.retried.connect(self.outbox_runner.forget)
+        self.outbox_panel.retried.connect(lambda _id: self.outbox_runner.poke())
+        self.outbox_panel.cancelled.connect(self.outbox_runner.cancel)
+        self.outbox_runner.started.connect(lambda _id: self.outbox_panel.refresh())
+        self.outbox_runner.finished.connect(lambda _job: self.outbox_panel.refresh())
+        self.outbox_runner.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        QTimer.singleShot(0, self._start_outbox)
 
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
@@ -189,6 +209,11 @@ class MainWindow(QMainWindow):
                       self.act_flip_v, self.act_invert, self.act_reset])
         m.addSeparator()
         m.addMenu(self.preset_menu)
+        m.addSeparator()
+        self.act_outbox = self.outbox_dock.toggleViewAction()
+        self.act_outbox.setText("Outbox")
+        self.act_outbox.setToolTip("Sends to PACS: progress, errors, retry, cancel")
+        m.addAction(self.act_outbox)
         m = bar.addMenu("&PACS")
         m.addAction(self.act_pacs)
         m = bar.addMenu("&Help")
@@ -811,6 +836,44 @@ class MainWindow(QMainWindow):
         if dialog and not os.environ.get("LIGHTBOX_QUIT_AFTER_SHOWN"):
             QMessageBox.warning(self, "Lightbox", message)
 
+    # -- the outbox ---------------------------------------------------------------------------
+
+    def _outbox_library(self):
+        """The GUI thread's library connection for the outbox; None while there is no library at all."""
+        from app.library import library_root
+
+        if not (library_root() / "index.sqlite").exists():
+            return None
+        return self.browser.library
+
+    def _start_outbox(self) -> None:
+        """Show sends left to do (a killed Lightbox's too) and start sending what is due."""
+        self.outbox_panel.refresh()
+        if self.outbox_panel.active:
+            self.outbox_dock.show()
+        self.outbox_runner.start()
+
+    @Slot(object, list, str)
+    def send_to_pacs(self, destination, study_uids: list[str], series_uid: str = "") -> list[int]:
+        """Queue studies (one send each) or a series for a PACS; the runner sends them, the outbox shows them."""
+        ids: list[int] = []
+        try:
+            if series_uid:
+                ids += queue_sends(self.browser.library, destination, series_uid=series_uid)
+            for uid in [] if series_uid else study_uids:
+                ids += queue_sends(self.browser.library, destination, [uid])
+        except LightboxError as exc:
+            self._show_problem(str(exc), dialog=True)
+        if not ids:
+            return []
+        self.outbox_dock.show()
+        self.outbox_panel.refresh()
+        self.outbox_panel.select(ids[0])
+        self.outbox_runner.poke()
+        what = "the series" if series_uid else "the study" if len(ids) == 1 else f"{len(ids)} studies"
+        self.statusBar().showMessage(f"Sending {what} to {destination.name} ({destination.aet})", 8000)
+        return ids
+
     def show_pacs_configurations(self) -> None:
         from app.ui.pacs_dialogs import PacsConfigurationsDialog
 
@@ -848,6 +911,8 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802
         for relay in list(self._relays):
             relay.job.cancel()
+        self.outbox_runner.stop()  # the send under way resumes on the next start
+        self.outbox_panel.stop()
         self.browser.close_library()
         _settings().setValue("window/geometry", self.saveGeometry())
         super().closeEvent(event)
