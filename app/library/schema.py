@@ -113,7 +113,13 @@ CREATE TABLE send_items (
 CREATE INDEX send_items_by_send ON send_items (send_pk, state);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2]
+# 3: a send may complete a Modality Performed Procedure Step once every instance is confirmed.
+_V3 = """
+ALTER TABLE sends ADD COLUMN mpps_uid TEXT NOT NULL DEFAULT '';
+ALTER TABLE sends ADD COLUMN mpps_state TEXT NOT NULL DEFAULT '';
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 VERSION = len(MIGRATIONS)
 
 

@@ -67,7 +67,7 @@ class SendRecord:
         if self.state == "waiting":
             wait = max(0, round(self.next_attempt_at - time.time()))
             text += f"; next attempt in {wait} s (attempt {self.attempts + 1})"
-        if self.last_error and self.state in ("waiting", "failed"):
+        if self.last_error and self.state in ("waiting", "failed", "done"):
             text += f"; last error: {self.last_error}"
         return text
 
@@ -91,8 +91,10 @@ class Outbox:
 
     # -- recording -----------------------------------------------------------------------------
 
-    def queue(self, destination: PacsConfig, *, study_uids=(), sop_uids=(), title: str = "") -> int:
-        """Record a send of whole studies and/or single instances; returns its id. Nothing is sent yet."""
+    def queue(self, destination: PacsConfig, *, study_uids=(), sop_uids=(), title: str = "",
+              mpps_uid: str = "") -> int:
+        """Record a send of whole studies and/or single instances; returns its id. Nothing is sent yet.
+        With `mpps_uid` (an MPPS the worklist flow started), the send reports it COMPLETED when done."""
         instances = []
         for uid in study_uids:
             instances += self.library.instances(study_uid=uid)
@@ -112,8 +114,10 @@ class Outbox:
         self.library.begin()
         try:
             pk = self.db.execute(
-                "INSERT INTO sends (destination_id, destination, title, state, created_at) VALUES (?, ?, ?, ?, ?)",
-                (destination.id, f"{destination.name} ({destination.aet})", title, "queued", _now())).lastrowid
+                "INSERT INTO sends (destination_id, destination, title, state, created_at, mpps_uid, mpps_state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (destination.id, f"{destination.name} ({destination.aet})", title, "queued", _now(), mpps_uid,
+                 "pending" if mpps_uid else "")).lastrowid
             self.db.executemany(
                 "INSERT INTO send_items (send_pk, sop_uid, study_uid, path, size, state) VALUES (?, ?, ?, ?, ?, ?)",
                 [(pk, i.sop_uid, i.study_uid, i.path.relative_to(store_root).as_posix(), i.file_size, "pending")
@@ -178,7 +182,8 @@ class Outbox:
         record = self.send(send_id)
         if record.state == "sending":
             raise UsageError(f"Send #{send_id} is under way.")
-        if record.state == "done":
+        mpps_state = self.db.execute("SELECT mpps_state FROM sends WHERE pk = ?", (send_id,)).fetchone()[0]
+        if record.state == "done" and mpps_state != "failed":
             raise UsageError(f"Send #{send_id} is complete: every instance was confirmed.")
         self.library.begin()
         self.db.execute("UPDATE send_items SET state = 'pending', status = NULL, message = '' "
@@ -253,7 +258,7 @@ class Outbox:
             failed = self.send(send_id).counts.get("failed", 0)
             if failed:
                 return self._end(send_id, "failed", f"the PACS refused {failed} instance(s)")
-            return self._end(send_id, "done", "")
+            return self._end(send_id, "done", self._complete_mpps(send_id, destination))
         except BaseException:
             state = self.db.execute("SELECT state FROM sends WHERE pk = ?", (send_id,)).fetchone()
             if state and state[0] == "sending":
@@ -268,6 +273,33 @@ class Outbox:
             except UsageError:
                 continue  # claimed by another process meanwhile
         return out
+
+    def _complete_mpps(self, send_id: int, destination: PacsConfig) -> str:
+        """N-SET the send's MPPS to COMPLETED; '' when done or not wanted, else what went wrong."""
+        from app.pacs import mpps
+        from app.pacs.send import SendError
+
+        uid, state = self.db.execute("SELECT mpps_uid, mpps_state FROM sends WHERE pk = ?", (send_id,)).fetchone()
+        if not uid or state == "completed":
+            return ""
+        if destination.type != "dimse" or not destination.dimse.mpps:
+            self.db.execute("UPDATE sends SET mpps_state = 'not wanted' WHERE pk = ?", (send_id,))
+            return ""
+        series: dict[str, mpps.PerformedSeries] = {}
+        for item in self.items(send_id):
+            instance = self.library.instance(item.sop_uid)
+            performed = series.setdefault(instance.series_uid, mpps.PerformedSeries(instance.series_uid))
+            performed.instances.append((instance.sop_class, instance.sop_uid))
+        for record in self.library.series(self.library.instance(self.items(send_id)[0].sop_uid).study_uid):
+            if record.uid in series:
+                series[record.uid].description = record.description
+        try:
+            mpps.complete(destination, uid, list(series.values()))
+        except SendError as exc:
+            self.db.execute("UPDATE sends SET mpps_state = 'failed' WHERE pk = ?", (send_id,))
+            return f"the images arrived, but MPPS COMPLETED could not be reported: {exc}"
+        self.db.execute("UPDATE sends SET mpps_state = 'completed' WHERE pk = ?", (send_id,))
+        return ""
 
     def _record(self, send_id: int, outcome) -> None:
         self.db.execute("UPDATE send_items SET state = ?, status = ?, message = ? WHERE send_pk = ? AND sop_uid = ?",

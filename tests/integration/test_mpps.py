@@ -13,6 +13,15 @@ from tests.integration.orthanc import free_ports
 
 @pytest.fixture
 def mpps_scp():
+    yield from _scp(storage=False)
+
+
+@pytest.fixture
+def pacs_with_mpps():
+    yield from _scp(storage=True)
+
+
+def _scp(storage: bool):
     received = {"create": [], "set": []}
     store = {}
 
@@ -30,11 +39,21 @@ def mpps_scp():
         store[uid].update(event.modification_list)
         return 0x0000, store[uid]
 
+    def on_store(event):
+        received.setdefault("store", []).append(event.request.AffectedSOPInstanceUID)
+        return 0x0000
+
     (port,) = free_ports(1)
     ae = AE(ae_title="MPPSSCP")
     ae.add_supported_context(ModalityPerformedProcedureStep)
+    if storage:
+        from pynetdicom import AllStoragePresentationContexts
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless])
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[
-        (evt.EVT_N_CREATE, on_create), (evt.EVT_N_SET, on_set), nodelay_handler()])
+        (evt.EVT_N_CREATE, on_create), (evt.EVT_N_SET, on_set), (evt.EVT_C_STORE, on_store), nodelay_handler()])
     config = PacsConfig("dimse", "Worklist server", "MPPSSCP", dimse=DimseOptions(
         host="127.0.0.1", port=port, mpps=True, timeout_s=5))
     config.validate()
@@ -86,3 +105,28 @@ def test_a_pacs_without_mpps_says_so():
     finally:
         server.shutdown()
 
+
+def test_a_send_with_an_mpps_completes_it_when_every_instance_is_confirmed(pacs_with_mpps, lightbox_home):
+    from app.library import Library, import_paths
+    from app.pacs.config import PacsConfigs
+    from app.pacs.outbox import Outbox
+    from tests.conftest import SAMPLE
+
+    config, received = pacs_with_mpps
+    configs = PacsConfigs()
+    configs.add(config)
+    with Library() as library:
+        import_paths([SAMPLE / "dx"], library=library)
+        study = library.studies()[0]
+        uid = mpps.start(config, mpps.Procedure(patient_id=study.patient.id, study_uid=study.uid, modality="DX"))
+        box = Outbox(library)
+        send_id = box.queue(config, study_uids=[study.uid], mpps_uid=uid)
+        record = box.run(send_id, configs=configs)
+        assert record.state == "done" and record.last_error == ""
+        sop = library.instances(study_uid=study.uid)[0].sop_uid
+    assert received["store"] == [sop]
+    ((set_uid, modified),) = received["set"]
+    assert set_uid == uid and modified.PerformedProcedureStepStatus == "COMPLETED"
+    (performed,) = modified.PerformedSeriesSequence
+    assert performed.SeriesDescription == "Thorax lateral"
+    assert [r.ReferencedSOPInstanceUID for r in performed.ReferencedImageSequence] == [sop]
