@@ -29,6 +29,7 @@ NO_AUTH = {"AuthenticationEnabled": False, "RegisteredUsers": {}}
 STRICT_DICOM = {"DicomCheckCalledAet": True, "DicomAlwaysAllowEcho": False}  # only DicomModalities may echo
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
+RESTART_TIMEOUT_S = 10.0
 
 
 class OrthancMissing(RuntimeError):
@@ -130,12 +131,12 @@ class Orthanc:
                 self.http_port, self.dicom_port, self.lightbox_port = free_ports(3)
         raise RuntimeError(f"Orthanc exited at start (code {self.process.returncode}):\n{self.log_tail()}")
 
-    def _launch(self, plugins: list[str]) -> bool:
+    def _launch(self, plugins: list[str], *, log_mode: str = "wb") -> bool:
         """Start the process and wait until it answers (True), or until it exits (False)."""
         config = self.folder / "orthanc.json"
         config.write_text(json.dumps(self.config(plugins), indent=2))
         env = dict(os.environ, TCP_NODELAY="1")
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, log_mode) as log:
             self.process = subprocess.Popen([BINARY, str(config)], stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, env=env, cwd=self.folder)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -164,6 +165,27 @@ class Orthanc:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def kill(self) -> None:
+        """End the process at once (SIGKILL), as a crash or a power cut would, and reap it. Ports, storage and
+        password stay this server's: restart() brings it back."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def restart(self) -> Orthanc:
+        """Stop it (SIGTERM, waiting for the exit) if it runs, then start it again on the same ports and storage;
+        the log goes on in the same file. Retries for a few seconds while a port is not free yet."""
+        self.stop()
+        plugins = find_plugins()
+        deadline = time.monotonic() + RESTART_TIMEOUT_S
+        while not self._launch(plugins, log_mode="ab"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Orthanc did not start again (code {self.process.returncode}):\n"
+                                   f"{self.log_tail()}")
+            time.sleep(0.2)
+        return self
 
     def log_tail(self, lines: int = 30) -> str:
         try:
