@@ -64,8 +64,9 @@ def send_instances(config: PacsConfig, files: list[tuple[str, Path]], *, secret:
     Raises SendError (the rest unsent), or Cancelled from the reporter (checked between instances)."""
     tally = _Tally(len(files), on_outcome, reporter)
     items = []
+    stow = config.type == DICOMWEB  # batches need no study grouping: the file meta is enough
     for sop_uid, path in files:
-        item = _read_header(sop_uid, Path(path))
+        item = (_read_meta(sop_uid, Path(path)) if stow else None) or _read_header(sop_uid, Path(path))
         if isinstance(item, Outcome):
             tally.report(None, item)
         else:
@@ -131,6 +132,23 @@ def _read_header(sop_uid: str, path: Path) -> _Item | Outcome:
     file_sop = str(ds.get("SOPInstanceUID") or sop_uid)
     meta_ok = meta.get("MediaStorageSOPClassUID") == sop_class and meta.get("MediaStorageSOPInstanceUID") == file_sop
     return _Item(sop_uid, path, size, str(ds.get("StudyInstanceUID") or ""), sop_class, syntax, file_sop, meta_ok)
+
+
+def _read_meta(sop_uid: str, path: Path) -> _Item | None:
+    """The item from the file meta alone (a fraction of a header read); None when the meta does not say enough."""
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        meta = read_file_meta_info(path)
+        size = path.stat().st_size
+    except Exception:  # noqa: BLE001 - no usable file meta: the full header read decides
+        return None
+    sop_class = str(meta.get("MediaStorageSOPClassUID") or "")
+    file_sop = str(meta.get("MediaStorageSOPInstanceUID") or "")
+    syntax = str(meta.get("TransferSyntaxUID") or "")
+    if not (sop_class and file_sop and syntax):
+        return None
+    return _Item(sop_uid, path, size, "", sop_class, syntax, file_sop, True)
 
 
 def _by_study(items: list[_Item]) -> list[list[_Item]]:
