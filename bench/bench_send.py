@@ -127,6 +127,10 @@ def _rounds(orthanc, files, uids, body: Path, storescu: str, curl: str) -> dict[
     web = PacsConfig(DICOMWEB, "Bench web", "ORTHANCWEB", dicomweb=DicomWebOptions(
         orthanc.dicomweb_url, auth="basic", user=orthanc.user, multipart_stow=True))
     pairs = list(zip(uids, files))
+    from app.dicom.reading import read
+
+    study = str(read(files[0], header_only=True).StudyInstanceUID)
+    studies = {uid: study for uid in uids}  # what the outbox passes: the library knows each instance's study
     storescu_cmd = [storescu, "-aet", "LIGHTBOX", "-aec", orthanc.aet, "127.0.0.1", str(orthanc.dicom_port),
                     *map(str, files)]
     plain_env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
@@ -138,7 +142,7 @@ def _rounds(orthanc, files, uids, body: Path, storescu: str, curl: str) -> dict[
     def ours(config, secret=None):
         def go() -> float:
             start = time.perf_counter()
-            outcomes = send_instances(config, pairs, secret=secret)
+            outcomes = send_instances(config, pairs, secret=secret, studies=studies)
             seconds = time.perf_counter() - start
             if len(outcomes) != COUNT or {o.state for o in outcomes} != {"sent"}:
                 raise RuntimeError(f"send_instances: {len(outcomes)} outcomes, states {({o.state for o in outcomes})}")

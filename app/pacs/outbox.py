@@ -226,10 +226,11 @@ class Outbox:
                 return self._end(send_id, "failed", "its PACS configuration no longer exists")
             if not configs.allow_transfer or not destination.exports:
                 return self._end(send_id, "failed", f"sending to {destination.aet} is switched off")
-            pending = self.db.execute("SELECT sop_uid, path FROM send_items WHERE send_pk = ? AND state = 'pending' "
-                                      "ORDER BY pk", (send_id,)).fetchall()
+            pending = self.db.execute("SELECT sop_uid, path, study_uid FROM send_items WHERE send_pk = ? "
+                                      "AND state = 'pending' ORDER BY pk", (send_id,)).fetchall()
+            studies = {sop_uid: study_uid for sop_uid, _, study_uid in pending}
             files, missing = [], []
-            for sop_uid, path in pending:
+            for sop_uid, path, _ in pending:
                 absolute = self.library.store.absolute(path)
                 (files if absolute.is_file() else missing).append((sop_uid, absolute))
             for sop_uid, _ in missing:
@@ -248,7 +249,7 @@ class Outbox:
             try:
                 if files:
                     send_instances(destination, files, secret=configs.secret(destination), on_outcome=on_outcome,
-                                   reporter=reporter)
+                                   reporter=reporter, studies=studies)
             except SendError as exc:
                 return self._retry_later(send_id, str(exc))
             except Cancelled:

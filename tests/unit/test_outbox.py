@@ -32,7 +32,7 @@ class FakePacs:
         self.down_after = None
         self.refuse = set()
 
-    def __call__(self, config, files, *, secret=None, on_outcome=None, reporter=None, batch_bytes=0):
+    def __call__(self, config, files, *, secret=None, on_outcome=None, reporter=None, batch_bytes=0, studies=None):
         for sop, path in files:
             if self.down_after is not None and len(self.received) >= self.down_after:
                 raise SendError("nothing is listening at 127.0.0.1:11112 (connection refused)")
