@@ -432,7 +432,7 @@ class Viewport(QWidget):
     def _text(painter: QPainter, box: QRectF, align, lines, color=QColor(235, 235, 235)) -> None:
         text = "\n".join(lines)
         painter.setPen(QColor(0, 0, 0, 220))  # a dark outline keeps text readable over bone
-        for dx, dy in ((1, 1), (-1, -1), (1, -1), (-1, 1)):
+        for dx, dy in ((1, 1), (-1, -1), (1, -1), (-1, 1), (1, 0), (-1, 0), (0, 1), (0, -1)):
             painter.drawText(box.translated(dx, dy), int(align), text)
         painter.setPen(color)
         painter.drawText(box, int(align), text)
