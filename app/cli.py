@@ -14,7 +14,7 @@ from app.errors import LightboxError, UsageError
 log = logging.getLogger("app.cli")
 
 COMMANDS = ("info", "render", "view", "import", "library", "export", "open", "register-scheme", "unregister-scheme",
-            "pacs", "send", "outbox")
+            "pacs", "send", "outbox", "query", "retrieve", "worklist", "receive")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--breed", default="")
     g.add_argument("--owner", default="", help="the responsible person")
     g.add_argument("--description", default="", help="the new study's description")
+    g.add_argument("--worklist", metavar="AET", help="take patient and study from an entry of this PACS's worklist "
+                   "(with --order); starts its MPPS when the configuration does MPPS")
+    g.add_argument("--order", metavar="KEY", help="the worklist entry: accession number, step ID or study UID")
 
     p = sub.add_parser("library", help="list, remove or check what the library holds")
     lib = p.add_subparsers(dest="library_command", parser_class=_Parser, required=True)
@@ -99,6 +102,41 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true")
 
     _pacs_parser(sub)
+
+    p = sub.add_parser("query", help="find studies on a PACS")
+    p.add_argument("pacs", metavar="AET", help="the PACS configuration (AE title or unique name)")
+    p.add_argument("--patient-name", default="", metavar="P", help="anywhere in the name; * and ? as wildcards")
+    p.add_argument("--patient-id", default="", metavar="I")
+    p.add_argument("--owner", default="", help="the responsible person")
+    p.add_argument("--species", default="")
+    p.add_argument("--accession", default="", metavar="A")
+    p.add_argument("--modality", default="", metavar="M")
+    p.add_argument("--date", default="", metavar="YYYYMMDD[-YYYYMMDD]", help="study date or range (open ends allowed)")
+    p.add_argument("--description", default="", help="anywhere in the study description")
+    p.add_argument("--series", action="store_true", help="list each study's series too")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("retrieve", help="bring a study (or a series) from a PACS into the library")
+    p.add_argument("pacs", metavar="AET", help="the PACS configuration (AE title or unique name)")
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p.add_argument("--series", default="", metavar="UID", help="only this series")
+    p.add_argument("--method", choices=("auto", "get", "move", "wado"), default="auto",
+                   help="auto: the configuration's (default)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("receive", help="receive studies sent to this computer (a storage SCP) until interrupted")
+    p.add_argument("--aet", default=None, help="this computer's AE title (default: the settings', LIGHTBOX)")
+    p.add_argument("--port", type=int, default=None, help="the port to listen on (default: the settings', 11112)")
+    p.add_argument("--json", action="store_true", help="one JSON line per instance received")
+
+    p = sub.add_parser("worklist", help="the Modality Worklist of a PACS")
+    p.add_argument("pacs", metavar="AET", help="the PACS configuration (AE title or unique name)")
+    p.add_argument("--date", default="today", metavar="YYYYMMDD[-YYYYMMDD]|today|any",
+                   help="scheduled date or range (default today)")
+    p.add_argument("--modality", default="", metavar="M")
+    p.add_argument("--station", default="", metavar="AET", help="scheduled station AE title")
+    p.add_argument("--patient-name", default="", metavar="P")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("send", help="send studies (or files) to a PACS through the outbox, and wait")
     p.add_argument("what", nargs="+", metavar="STUDY_UID|PATH", help="studies in the library, or files/folders "
@@ -379,11 +417,40 @@ def _capture_context(args):
     return CaptureContext(patient=patient, study_description=args.description)
 
 
-def cmd_import(args) -> int:
-    from app.library import import_paths
+def _worklist_context(args):
+    """The capture context of the chosen worklist entry; its MPPS is started (when wanted) at import."""
+    from app.pacs.config import PacsConfigs
+    from app.pacs.worklist import WorklistQuery, choose, find_worklist
 
+    if not args.order:
+        raise UsageError("--worklist needs --order (the entry's accession number, step ID or study UID).")
+    if args.study or args.patient_name or args.patient_id:
+        raise UsageError("--worklist gives the patient and study: leave out --study and --patient-*.")
+    config = PacsConfigs.load().find(args.worklist)
+    entry = choose(find_worklist(config, WorklistQuery()), args.order)
+    return config, entry
+
+
+def cmd_import(args) -> int:
+    from app.library import Library, import_paths
+    from app.pacs.worklist import start_procedure
+
+    if args.worklist:
+        config, entry = _worklist_context(args)
+        with Library() as library:
+            result = _run_job("Importing", lambda reporter: import_paths(
+                args.paths, library=library, context=entry.capture_context(), reporter=reporter))
+            if entry.study_uid in result.studies:
+                mpps_uid = start_procedure(library, config, entry)
+                if mpps_uid and not args.json:
+                    print(f"procedure step {mpps_uid} in progress at {config.aet}")
+        return _import_report(args, result)
     context = _capture_context(args)
     result = _run_job("Importing", lambda reporter: import_paths(args.paths, context=context, reporter=reporter))
+    return _import_report(args, result)
+
+
+def _import_report(args, result) -> int:
     if args.json:
         _print_json(result.as_dict())
     else:
@@ -405,8 +472,18 @@ def _study_line(study) -> str:
                                  f"owner {p.owner}" if p.owner else "") if x)
     what = " · ".join(x for x in (format_date(study.date), study.modalities.replace("\\", "/"), study.description,
                                   f"accession {study.accession}" if study.accession else "",
-                                  f"{study.series_count} series, {study.instance_count} images") if x)
+                                  _counts(study)) if x)
     return f"{who}\n    {what}\n    {study.uid}"
+
+
+def _counts(study) -> str:
+    if study.series_count is None and study.instance_count is None:
+        return ""
+    return f"{_or_unknown(study.series_count)} series, {_or_unknown(study.instance_count)} images"
+
+
+def _or_unknown(n) -> str:
+    return "?" if n is None else str(n)
 
 
 def cmd_library(args) -> int:
@@ -741,6 +818,119 @@ def cmd_outbox(args) -> int:
         return 0 if record.state in ("done", "cancelled") else 1
 
 
+# -- query / retrieve / worklist ------------------------------------------------------------------
+
+def _importing_config(key: str):
+    from app.pacs.config import PacsConfigs
+
+    configs = PacsConfigs.load()
+    config = configs.find(key)
+    return config, configs.secret(config)
+
+
+def cmd_query(args) -> int:
+    from app.pacs.query import StudyQuery, find_series, find_studies
+
+    config, secret = _importing_config(args.pacs)
+    query = StudyQuery.with_dates(args.date, patient_name=args.patient_name, patient_id=args.patient_id,
+                                  owner=args.owner, species=args.species, accession=args.accession,
+                                  modality=args.modality, description=args.description)
+    studies = find_studies(config, query, secret=secret)
+    if args.series:
+        for study in studies:
+            study.series = find_series(config, study.uid, secret=secret)
+    if args.json:
+        _print_json([s.as_dict() for s in studies])
+        return 0
+    for study in studies:
+        print(_study_line(study))
+        for series in study.series:
+            count = f"{series.instance_count} images" if series.instance_count is not None else ""
+            print("      " + " · ".join(x for x in (f"#{series.number}" if series.number is not None else "",
+                                                  series.modality, series.description, count, series.uid) if x))
+    print(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} on {config.aet}")
+    return 0
+
+
+def cmd_retrieve(args) -> int:
+    from app.pacs.retrieve import retrieve
+
+    config, secret = _importing_config(args.pacs)
+    result = _run_job("Retrieving", lambda reporter: retrieve(
+        config, args.study_uid, series_uid=args.series, method=args.method, reporter=reporter, secret=secret))
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        for note in result.notes:
+            print(f"note: {note}")
+        for entry in result.imported.failed:
+            print(f"failed: {entry.path}: {entry.error}")
+        for conflict in result.imported.conflicts:
+            print(f"conflict: {conflict.message}")
+        print(result.summary())
+    return 0 if result.ok else 1
+
+
+def cmd_receive(args) -> int:
+    import threading
+
+    from app import settings as app_settings
+    from app.pacs.receiver import Receiving
+
+    settings = app_settings.load()
+    aet = args.aet or settings.receive_aet
+    port = args.port if args.port is not None else settings.receive_port
+
+    def show(entry) -> None:
+        if args.json:
+            print(json.dumps(entry.as_dict(), ensure_ascii=False), flush=True)
+        else:
+            print(f"{entry.status}: {entry.path}" + (f": {entry.error}" if entry.error else ""), flush=True)
+
+    import signal
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    service = Receiving(aet, port, on_import=show).start()
+    print(f"receiving as {aet} on port {port}; Ctrl+C stops", file=sys.stderr, flush=True)
+    try:
+        signal.signal(signal.SIGTERM, stop)  # what arrived is committed before the process ends
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
+    return 0
+
+
+def cmd_worklist(args) -> int:
+    from app.pacs.worklist import WorklistQuery, find_worklist
+
+    config, _ = _importing_config(args.pacs)
+    dates = "" if args.date.strip().lower() in ("any", "") else args.date
+    query = WorklistQuery.with_dates(dates, modality=args.modality, station_aet=args.station,
+                                     patient_name=args.patient_name)
+    entries = find_worklist(config, query)
+    if args.json:
+        _print_json([e.as_dict() for e in entries])
+        return 0
+    for e in entries:
+        p = e.patient
+        who = " · ".join(x for x in (p.name or "(no name)", f"ID {p.id}" if p.id else "", p.species, p.breed,
+                                     f"owner {p.owner}" if p.owner else "") if x)
+        when = f"{e.scheduled_date} {e.scheduled_time[:4]}".strip()
+        what = " · ".join(x for x in (when, e.modality, e.requested_procedure or e.step_description,
+                                      f"accession {e.accession}" if e.accession else "",
+                                      f"step {e.step_id}" if e.step_id else "",
+                                      f"station {e.station_aet}" if e.station_aet else "") if x)
+        print(f"{who}\n    {what}")
+    print(f"{len(entries)} worklist entr{'y' if len(entries) == 1 else 'ies'} on {config.aet}")
+    return 0
+
+
 _COMMANDS = {"info": cmd_info, "render": cmd_render, "view": cmd_view, "import": cmd_import,
              "library": cmd_library, "export": cmd_export, "open": cmd_open, "register-scheme": cmd_scheme,
-             "unregister-scheme": cmd_scheme, "pacs": cmd_pacs, "send": cmd_send, "outbox": cmd_outbox}
+             "unregister-scheme": cmd_scheme, "pacs": cmd_pacs, "send": cmd_send, "outbox": cmd_outbox,
+             "query": cmd_query, "retrieve": cmd_retrieve, "worklist": cmd_worklist,
+             "receive": cmd_receive}

@@ -24,6 +24,11 @@ class Settings:
     download_parallel: int = 4
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 30.0
+    # "Receive studies": Lightbox's storage SCP runs whenever the window is open, importing what PACS and
+    # modalities send to this AE title and port (C-MOVE retrieves use each configuration's own).
+    receive_studies: bool = False
+    receive_aet: str = "LIGHTBOX"
+    receive_port: int = 11112
     extra: dict = field(default_factory=dict, repr=False)
 
 

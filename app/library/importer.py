@@ -136,6 +136,56 @@ def import_datasets(items, *, library: Library | None = None, source: str, conte
             library.close()
 
 
+class Intake:
+    """Instances arriving one at a time (a retrieve, a storage SCP): each is stored and indexed as it comes,
+    committed in batches; `close` commits the rest and returns the result. Use from one thread.
+
+        with Intake(library, source="PACS") as intake:
+            intake.add(label, data)
+    """
+
+    def __init__(self, library: Library, source: str, context=None):
+        self._run = _Import(library, source, context, None)
+        self._preparer = self._run._preparer()
+        self._open = False
+
+    @property
+    def result(self) -> ImportResult:
+        return self._run.result
+
+    def __enter__(self) -> Intake:
+        library = self._run.library
+        library.recover()
+        library.importing(True)
+        library.begin()
+        self._open = True
+        return self
+
+    def add(self, label: str, data: bytes) -> ImportEntry:
+        """Store and index one instance; LightboxError when the library can take no more (a full disk)."""
+        if self._run.result.stopped:
+            raise LightboxError(self._run.result.stopped)
+        if not self._run._take(self._preparer(_Item(label, data=data, size=len(data)))):
+            raise LightboxError(self._run.result.stopped)
+        return self._run.result.entries[-1]
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if not self._open:
+            return
+        self._open = False
+        run, library = self._run, self._run.library
+        try:
+            if kind is None or issubclass(kind, (Cancelled, KeyboardInterrupt, LightboxError)):
+                run._commit()  # what arrived stays
+            else:
+                library.rollback()
+                for partial, _, _ in run._batch:
+                    library.store.discard(partial)
+        finally:
+            library.importing(False)
+        log.info("import from %s: %s", run.source, run.result.summary())
+
+
 class _Preparer:
     """Reads, checks and stores items. Runs in the importing process, or in worker processes."""
 

@@ -439,6 +439,20 @@ class Library:
             raise UsageError(f"There is no study {uid} in the library.")
         return _study(row)
 
+    def procedure(self, study_uid: str) -> tuple[str, str, str] | None:
+        """(PACS configuration id, MPPS SOP Instance UID, state) of the study's performed procedure step."""
+        row = self.db.execute("SELECT config_id, mpps_uid, state FROM procedures WHERE study_uid = ?",
+                              (study_uid,)).fetchone()
+        return tuple(row) if row else None
+
+    def add_procedure(self, study_uid: str, config_id: str, mpps_uid: str) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO procedures (study_uid, config_id, mpps_uid, state, started_at) "
+                            "VALUES (?, ?, ?, 'in progress', ?)", (study_uid, config_id, mpps_uid, _now()))
+
+    def end_procedure(self, mpps_uid: str, state: str = "completed") -> None:
+        self.db.execute("UPDATE procedures SET state = ? WHERE mpps_uid = ?", (state, mpps_uid))
+
     def priors(self, uid: str) -> list[StudyRecord]:
         """The same patient's other studies, newest first."""
         study = self.study(uid)

@@ -119,7 +119,18 @@ ALTER TABLE sends ADD COLUMN mpps_uid TEXT NOT NULL DEFAULT '';
 ALTER TABLE sends ADD COLUMN mpps_state TEXT NOT NULL DEFAULT '';
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+# 4: studies begun from a worklist entry, and the performed procedure step (MPPS) each one reports to.
+_V4 = """
+CREATE TABLE procedures (
+    study_uid TEXT PRIMARY KEY,
+    config_id TEXT NOT NULL,
+    mpps_uid TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 VERSION = len(MIGRATIONS)
 
 

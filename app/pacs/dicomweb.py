@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urljoin, urlsplit
+from urllib.parse import parse_qsl, quote, urljoin, urlsplit
 
 import requests
 import requests.certs
@@ -137,6 +137,30 @@ class DicomWeb:
             if reporter:
                 reporter.check()
             yield f"{target.study_uid}/{ds.get('SOPInstanceUID', '?')}", part10_bytes(ds)
+
+
+def qido(session: requests.Session, url: str, params: list[tuple[str, str]], *, label: str,
+         timeout: tuple[float, float]) -> list[dict]:
+    """A QIDO-RS search (GET url?params) answered in DICOM JSON. The query is built here rather than by
+    dicomweb-client, which percent-encodes the wildcards `*` and `?`: Orthanc, for one, does not decode them."""
+    from urllib.parse import urlencode
+
+    target = f"{url}?{urlencode(params, safe='*?,', quote_via=quote)}" if params else url
+    try:
+        resp = session.get(target, headers={"Accept": "application/dicom+json"}, timeout=timeout,
+                           allow_redirects=False)
+        resp.raise_for_status()
+        if resp.status_code == 204 or not resp.content.strip():
+            return []
+        data = resp.json()
+    except (Cancelled, LightboxError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - requests raises many kinds; a non-JSON body too
+        log.info("QIDO-RS failed: %s", type(exc).__name__)
+        raise DicomWebError(_describe(exc, label)) from None
+    if isinstance(data, dict):
+        data = [data]
+    return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
 
 
 # -- a configured PACS -------------------------------------------------------------------------------

@@ -241,9 +241,11 @@ def _reject_text(primitive, called: str, calling: str) -> str:
     return f"the PACS rejected the association: {why}{transient}"
 
 
-def open_association(config: PacsConfig, calling_aet: str, contexts: list, *, evt_handlers: list = ()):
+def open_association(config: PacsConfig, calling_aet: str, contexts: list, *, evt_handlers: list = (),
+                     ext_neg: list = (), max_pdu: int | None = None):
     """An established pynetdicom association with the configured PACS: called AE title, host and port,
-    TLS, timeouts (config.dimse.timeout_s), TCP_NODELAY. AssociationFailed says why there is none."""
+    TLS, timeouts (config.dimse.timeout_s), TCP_NODELAY; `ext_neg` carries e.g. SCP/SCU role selection.
+    `max_pdu` is the largest PDU we accept (0: no limit). AssociationFailed says why there is none."""
     quiet_pynetdicom()
     o = config.dimse
     where = address_text(o.host, o.port)
@@ -256,10 +258,12 @@ def open_association(config: PacsConfig, calling_aet: str, contexts: list, *, ev
         raise AssociationFailed(f"the AE title {calling_aet} cannot be used ({exc})") from None
     for name in ("acse_timeout", "dimse_timeout", "network_timeout", "connection_timeout"):
         setattr(ae, name, o.timeout_s)
+    if max_pdu is not None:  # the largest PDU we accept (0: any): fewer P-DATA PDUs for what the PACS sends us
+        ae.maximum_pdu_size = max_pdu
     watch = _Watch()
     try:
         assoc = ae.associate(o.host, o.port, contexts=contexts, ae_title=config.aet, tls_args=tls_args,
-                             evt_handlers=watch.handlers() + list(evt_handlers))
+                             evt_handlers=watch.handlers() + list(evt_handlers), ext_neg=list(ext_neg) or None)
     except OSError as exc:  # the name did not resolve (pynetdicom resolves before connecting)
         raise AssociationFailed(network_reason(exc, o.host, o.port, o.timeout_s)) from None
     assoc.lightbox_watch = watch

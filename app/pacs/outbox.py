@@ -103,6 +103,12 @@ class Outbox:
         unique = list({i.sop_uid: i for i in instances}.values())
         if not unique:
             raise UsageError("There is nothing to send.")
+        if not mpps_uid:  # a study begun from a worklist entry completes its procedure step when sent
+            for uid in dict.fromkeys(i.study_uid for i in unique):
+                known = self.library.procedure(uid)
+                if known is not None and known[2] == "in progress":
+                    mpps_uid = known[1]
+                    break
         if not title:
             first = self.library.study(unique[0].study_uid)
             name = first.patient.animal_name or first.patient.name or "(no name)"
@@ -259,7 +265,7 @@ class Outbox:
             failed = self.send(send_id).counts.get("failed", 0)
             if failed:
                 return self._end(send_id, "failed", f"the PACS refused {failed} instance(s)")
-            return self._end(send_id, "done", self._complete_mpps(send_id, destination))
+            return self._end(send_id, "done", self._complete_mpps(send_id, destination, configs))
         except BaseException:
             state = self.db.execute("SELECT state FROM sends WHERE pk = ?", (send_id,)).fetchone()
             if state and state[0] == "sending":
@@ -275,14 +281,18 @@ class Outbox:
                 continue  # claimed by another process meanwhile
         return out
 
-    def _complete_mpps(self, send_id: int, destination: PacsConfig) -> str:
-        """N-SET the send's MPPS to COMPLETED; '' when done or not wanted, else what went wrong."""
+    def _complete_mpps(self, send_id: int, destination: PacsConfig, configs: PacsConfigs | None = None) -> str:
+        """N-SET the send's MPPS to COMPLETED, at the PACS whose worklist began it (else the destination); '' when
+        done or not wanted, else what went wrong."""
         from app.pacs import mpps
         from app.pacs.send import SendError
 
         uid, state = self.db.execute("SELECT mpps_uid, mpps_state FROM sends WHERE pk = ?", (send_id,)).fetchone()
         if not uid or state == "completed":
             return ""
+        started_at = self.db.execute("SELECT config_id FROM procedures WHERE mpps_uid = ?", (uid,)).fetchone()
+        if started_at is not None and configs is not None:
+            destination = next((c for c in configs.configs if c.id == started_at[0]), destination)
         if destination.type != "dimse" or not destination.dimse.mpps:
             self.db.execute("UPDATE sends SET mpps_state = 'not wanted' WHERE pk = ?", (send_id,))
             return ""
@@ -300,6 +310,7 @@ class Outbox:
             self.db.execute("UPDATE sends SET mpps_state = 'failed' WHERE pk = ?", (send_id,))
             return f"the images arrived, but MPPS COMPLETED could not be reported: {exc}"
         self.db.execute("UPDATE sends SET mpps_state = 'completed' WHERE pk = ?", (send_id,))
+        self.library.end_procedure(uid)
         return ""
 
     def _record(self, send_id: int, outcome) -> None:
