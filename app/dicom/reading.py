@@ -12,6 +12,7 @@ from pathlib import Path
 import pydicom
 import pydicom.datadict
 import pydicom.dataelem
+import pydicom.uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -172,6 +173,25 @@ def part10_bytes(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def part10_from_network(sop_class: str, sop_uid: str, transfer_syntax: str, dataset: bytes, source_aet: str = "") -> bytes:
+    """A Part 10 file of a data set as a C-STORE brought it (encoded in `transfer_syntax`), the file meta written
+    here directly: a tenth of the time of a pydicom FileMetaDataset."""
+    def element(number: int, vr: bytes, value: bytes) -> bytes:
+        if len(value) % 2:
+            value += b"\0" if vr == b"UI" else b" "
+        if vr == b"OB":
+            return struct.pack("<HH2sHL", 2, number, vr, 0, len(value)) + value
+        return struct.pack("<HH2sH", 2, number, vr, len(value)) + value
+
+    body = b"".join((
+        element(0x0001, b"OB", b"\x00\x01"), element(0x0002, b"UI", sop_class.encode("ascii")),
+        element(0x0003, b"UI", sop_uid.encode("ascii")), element(0x0010, b"UI", transfer_syntax.encode("ascii")),
+        element(0x0012, b"UI", pydicom.uid.PYDICOM_IMPLEMENTATION_UID.encode("ascii")), element(0x0013, b"SH", b"LIGHTBOX"),
+        element(0x0016, b"AE", source_aet.strip().encode("ascii", "replace")) if source_aet.strip() else b"",
+    ))
+    return b"".join((b"\0" * 128, b"DICM", element(0x0000, b"UL", struct.pack("<L", len(body))), body, dataset))
 
 
 def text(ds: Dataset, keyword: str) -> str:

@@ -148,9 +148,10 @@ def _matches(pattern: str, value: str) -> bool:
 
 
 def _server_pattern(value: str) -> str:
-    """A name pattern a PACS can match whatever its case folding: each non-ASCII letter becomes `*` (many
-    compare only ASCII case-insensitively); the answers are then narrowed here with the exact rule."""
-    pattern = re.sub(r"[^\x00-\x7f]+", "*", _pattern(value, True))
+    """A name pattern a PACS can match whatever its case folding and component handling: each non-ASCII letter,
+    `^` and space becomes `*` (many compare only ASCII case-insensitively; Orthanc's QIDO-RS matches no `^`);
+    the answers are then narrowed here with the exact rule."""
+    pattern = re.sub(r"[^\x00-\x7f]+|[\^\s]+", "*", _pattern(value, True))
     return re.sub(r"\*+", "*", pattern)
 
 

@@ -9,6 +9,7 @@ that imports what arrives into the library.
 from __future__ import annotations
 
 import contextlib
+import functools
 import errno
 import logging
 import queue
@@ -31,20 +32,32 @@ class ReceiverError(LightboxError):
     pass
 
 
-def storage_contexts() -> list:
+def received_file(event) -> bytes:
+    """The Part 10 file of the instance a C-STORE event brought, its data set as received."""
+    from app.dicom.reading import part10_from_network
+
+    request = event.request
+    return part10_from_network(str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID),
+                               str(event.context.transfer_syntax), request.DataSet.getvalue(),
+                               event.assoc.requestor.ae_title)
+
+
+@functools.lru_cache(maxsize=1)
+def storage_contexts() -> tuple:
     """Every storage SOP class pynetdicom knows (and Verification), in every transfer syntax it can take."""
     from pydicom.uid import AllTransferSyntaxes
     from pynetdicom import StoragePresentationContexts, VerificationPresentationContexts
     from pynetdicom.presentation import build_context
 
-    return [build_context(cx.abstract_syntax, AllTransferSyntaxes)
-            for cx in list(StoragePresentationContexts) + list(VerificationPresentationContexts)]
+    return tuple(build_context(cx.abstract_syntax, AllTransferSyntaxes)
+                 for cx in list(StoragePresentationContexts) + list(VerificationPresentationContexts))
 
 
 class StorageServer:
     """C-STORE and C-ECHO on `bind`:`port` (every interface by default: the PACS must reach it) as `aet`."""
 
     _running: dict[int, StorageServer] = {}  # port -> the server of this process listening there
+    _stopping: dict[int, threading.Thread] = {}  # port -> a server's shutdown under way
     _lock = threading.Lock()
 
     def __init__(self, aet: str, port: int, sink: Sink, *, bind: str = ""):
@@ -64,10 +77,14 @@ class StorageServer:
         from pynetdicom import AE, evt
 
         quiet_pynetdicom()
+        with self._lock:
+            stopping = self._stopping.pop(self.port, None)
+        if stopping is not None:  # the port is free once the last server on it has stopped
+            stopping.join()
         ae = AE(ae_title=self.aet)
         ae.require_called_aet = True
         ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs
-        ae.supported_contexts = storage_contexts()
+        ae.supported_contexts = list(storage_contexts())
         handlers = [nodelay_handler(), (evt.EVT_CONN_OPEN, _poll_faster), (evt.EVT_C_STORE, self._on_store),
                     (evt.EVT_C_ECHO, lambda event: SUCCESS)]
         try:
@@ -85,16 +102,26 @@ class StorageServer:
         log.info("receiving as %s on port %d", self.aet, self.port)
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop listening. pynetdicom's server notices within half a second; `wait=False` lets that happen on a
+        thread of its own (a next start on the port waits for it)."""
         server, self._server = self._server, None
         if server is None:
             return
+
+        def shut() -> None:
+            server.shutdown()
+            server.server_close()
+            log.info("stopped receiving on port %d (%d instances received)", self.port, self.received)
+
         with self._lock:
             if self._running.get(self.port) is self:
                 del self._running[self.port]
-        server.shutdown()
-        server.server_close()
-        log.info("stopped receiving on port %d (%d instances received)", self.port, self.received)
+            if not wait:
+                thread = self._stopping[self.port] = threading.Thread(target=shut, name="storage-stop", daemon=True)
+                thread.start()
+        if wait:
+            shut()
 
     @property
     def listening(self) -> bool:
@@ -112,8 +139,8 @@ class StorageServer:
     def _on_store(self, event) -> int:
         calling = event.assoc.requestor.ae_title
         try:
-            data = event.encoded_dataset(include_meta=True)
-        except Exception:  # noqa: BLE001 - what pynetdicom could not encode, we cannot store
+            data = received_file(event)
+        except Exception:  # noqa: BLE001 - what pynetdicom could not give, we cannot store
             log.info("a C-STORE from %s could not be read", calling, exc_info=True)
             return CANNOT_UNDERSTAND
         sop_uid = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "?")

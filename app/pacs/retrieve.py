@@ -354,8 +354,10 @@ class _Transfer:
         return found
 
     def _on_store(self, event) -> int:
+        from app.pacs.receiver import received_file
+
         try:
-            data = event.encoded_dataset(include_meta=True)
+            data = received_file(event)
         except Exception:  # noqa: BLE001
             log.info("a C-STORE of the retrieve could not be read", exc_info=True)
             return 0xC000
@@ -430,7 +432,13 @@ class _Transfer:
                     0x0122: f"it does not support {doing}", 0x0124: f"it does not allow {doing} from this computer"}
         what = meanings.get(code) or ("it could not process the request" if 0xC000 <= code <= 0xCFFF else "failure")
         text = f"the PACS refused the {doing}: {what} (status 0x{code:04X})"
-        return f"{text}: {comment}" if comment else text
+        text = f"{text}: {comment}" if comment else text
+        if doing == "C-MOVE" and 0xC000 <= code <= 0xCFFF and not (self.completed or self.failed or self.received):
+            # Some PACS (Orthanc) answer an unknown destination with a plain failure instead of 0xA801.
+            text += (f"; perhaps it does not know Lightbox's AE title {o.move_aet} at {self.local_host}:{o.move_port} "
+                     f"(add it to the PACS's list of destinations), or it does not have this "
+                     f"{'series' if self.series_uid else 'study'}")
+        return text
 
     local_host = "this computer"
 
@@ -472,7 +480,7 @@ class _Transfer:
                         assoc.release()
         finally:
             if own is not None:
-                own.stop()
+                own.stop(wait=False)
 
     def _sink(self, calling: str, label: str, data: bytes) -> None:
         self.put(label, data)
