@@ -399,11 +399,15 @@ def _finding(config: PacsConfig, model: str = STUDY_ROOT_FIND, reporter=None):
 
 def _answers(assoc, identifier: Dataset, model, config: PacsConfig, reporter) -> list[Dataset]:
     calling = config.dimse.query_aet
+    if getattr(assoc, "lightbox_lost", False) or not assoc.is_established:
+        # lost in an earlier request (pynetdicom may not say so yet): asking again would wait for the timeout
+        raise QueryError(why_lost(assoc, "C-FIND", calling))
     found: list[Dataset] = []
     cancelled = False
     for status, answer in assoc.send_c_find(identifier, model):
         code = status.get("Status") if status else None
         if code is None:
+            assoc.lightbox_lost = True
             raise QueryError(why_lost(assoc, "C-FIND", calling))
         code = int(code)
         if code in (0xFF00, 0xFF01):

@@ -11,7 +11,6 @@ import logging
 import queue
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 
 import requests
@@ -21,7 +20,7 @@ from app.library.importer import ImportResult, Intake
 from app.library.library import Library
 from app.pacs.config import DICOMWEB, PacsConfig
 from app.pacs.send import DUL_POLL_S
-from app.pacs.dimse import AssociationFailed, network_reason, open_association, service_name, why_lost
+from app.pacs.dimse import AssociationFailed, network_reason, open_association, why_lost
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +109,7 @@ def _methods(config: PacsConfig, method: str) -> list[str]:
 
 def _retrieve(config, study_uid, series_uid, methods, library, reporter, secret, settings) -> RetrieveResult:
     notes: list[str] = []
+    get_failed = None
     for n, method in enumerate(methods):
         result = RetrieveResult(method, notes=notes)
         transfer = _Transfer(config, study_uid, series_uid, method, secret, settings)
@@ -117,11 +117,13 @@ def _retrieve(config, study_uid, series_uid, methods, library, reporter, secret,
             _run(transfer, library, reporter, result)
         except RetrieveError as exc:
             if n + 1 < len(methods) and not transfer.cancelled:
+                get_failed = exc
                 notes.append(f"C-GET did not work ({exc}); retrieved with C-MOVE instead")
                 log.info("C-GET from %s failed (%s); trying C-MOVE", config.aet, exc)
                 continue
-            if notes:
-                raise RetrieveError(f"{notes[-1].split(';')[0]}, and C-MOVE did not work either ({exc})") from None
+            if get_failed is not None:
+                raise RetrieveError(f"C-GET did not work ({get_failed}), and C-MOVE did not work either ({exc})") \
+                    from None
             raise
         log.info("retrieve of %s from %s: %s", study_uid, config.aet, result.summary())
         return result
@@ -303,7 +305,6 @@ class _Transfer:
     # -- C-GET --
 
     def _get(self) -> None:
-        from pydicom.dataset import Dataset
         from pydicom.uid import UID
         from pynetdicom import build_role, evt
         from pynetdicom.presentation import build_context

@@ -104,3 +104,20 @@ def orthanc_open(tmp_path_factory):
     server = _orthanc_variant(tmp_path_factory, "orthanc-open", NO_AUTH)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def orthanc_utf8(tmp_path_factory):
+    """An Orthanc whose DICOM side answers in UTF-8 ("DefaultEncoding": "Utf8"; with the default Latin1, Orthanc 1.10
+    turns non-Latin names into '^' in C-FIND, QIDO-RS and worklist answers). It also refuses C-GET to LIGHTBOX
+    ("AllowGet": false: Orthanc aborts the association) while allowing C-FIND and C-MOVE, sent to `move_port`:
+    one Orthanc for both, as each takes 3.5 s to stop."""
+    from tests.integration.orthanc import free_ports
+
+    (port,) = free_ports(1)
+    modality = {"AET": "LIGHTBOX", "Host": "127.0.0.1", "Port": port, "AllowGet": False}
+    server = _orthanc_variant(tmp_path_factory, "orthanc-utf8",
+                              {"DefaultEncoding": "Utf8", "DicomModalities": {"lightbox": modality}})
+    server.move_port = port
+    yield server
+    server.stop()
