@@ -1,5 +1,6 @@
-"""The main window: two pages, the library browser and the viewer (series strip, one viewport, tools),
-menus, import/export/remove jobs with progress in the status bar, drag and drop."""
+"""The main window: two pages, the library browser and the viewer (series strip, one viewport, or two side by
+side to compare with a prior, tools), menus, import/export/remove jobs with progress in the status bar, drag
+and drop; the PACS: query/retrieve, the worklist and the order photos are taken for."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import numpy as np
 from PySide6.QtCore import QEvent, QSettings, Qt, QTimer, QUrl, Slot
 from PySide6.QtGui import QAction, QActionGroup, QColor, QImage, QKeySequence, QPalette
 from PySide6.QtWidgets import (
-    QApplication, QDialog, QDockWidget, QFileDialog, QMainWindow, QMenu, QMessageBox, QProgressBar, QStackedWidget,
-    QToolButton,
+    QApplication, QDialog, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu, QMessageBox,
+    QProgressBar, QSplitter, QStackedWidget, QToolButton, QWidget,
 )
 
 from app import __version__, paths
 from app.dicom.series import Opened, Series, open_paths, thumbnail
+from app.dicom.summary import format_date
 from app.errors import LightboxError
 from app.jobs import Job, State
 from app.ui.browser import Browser, person, study_line
@@ -29,8 +31,10 @@ from app.ui.import_export import (
 )
 from app.ui.jobs import JobRelay
 from app.ui.outbox_panel import OutboxPanel, OutboxRunner, queue_sends
+from app.ui.viewer.prior_pane import PriorPane
 from app.ui.viewer.series_strip import SeriesStrip
 from app.ui.viewer.viewport import Viewport, dropped_series
+from app.ui.worklist_panel import Order, WorklistPanel
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,8 @@ class MainWindow(QMainWindow):
         self._links: deque[tuple[str, dict]] = deque()  # links waiting, followed one after the other
         self._link_job: Job | None = None
         self.last_link = None  # the LinkResult last shown (for tests and the timing log)
+        self.order: Order | None = None  # the worklist order photos are imported for
+        self.query_dialog = None  # the Query / Retrieve dialog, made when first asked for
 
         self.viewport = Viewport(self)
         self.viewport.changed.connect(self._refresh)
@@ -85,10 +91,21 @@ class MainWindow(QMainWindow):
         self.browser.selection_changed.connect(self._refresh)
         self.browser.problem.connect(self._show_problem)
 
+        # The viewer page: the viewport, and a prior study beside it while comparing.
+        self.prior_pane = PriorPane(self)
+        self.prior_pane.hide()
+        self.prior_pane.closed.connect(self.close_comparison)
+        self.prior_pane.viewport.problem.connect(self._show_problem)
+        self.prior_pane.viewport.series_dropped.connect(self._dropped_on_prior)
+        self.viewer_page = QSplitter(Qt.Orientation.Horizontal, self)
+        self.viewer_page.addWidget(self.viewport)
+        self.viewer_page.addWidget(self.prior_pane)
+        self.viewer_page.setChildrenCollapsible(False)
+
         self.pages = QStackedWidget(self)
         self.pages.addWidget(self.browser)
-        self.pages.addWidget(self.viewport)
-        self.pages.setCurrentWidget(self.viewport)
+        self.pages.addWidget(self.viewer_page)
+        self.pages.setCurrentWidget(self.viewer_page)
         self.setCentralWidget(self.pages)
 
         self.strip = SeriesStrip(self)
@@ -118,6 +135,16 @@ class MainWindow(QMainWindow):
         self.outbox_runner.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
         QTimer.singleShot(0, self._start_outbox)
 
+        # The worklist: shown when asked for; an order chosen there names the photos imported next.
+        self.worklist_panel = WorklistPanel(self)
+        self.worklist_panel.order_chosen.connect(self.set_order)
+        dock = QDockWidget("Worklist", self)
+        dock.setObjectName("worklist")
+        dock.setWidget(self.worklist_panel)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+        dock.hide()
+        self.worklist_dock = dock
+
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
         self.progress.setVisible(False)
@@ -126,6 +153,18 @@ class MainWindow(QMainWindow):
         self.cancel_button.setToolTip("Stop the import or export under way (what is done stays done)")
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self.cancel_jobs)
+        self.order_box = QWidget(self)
+        row = QHBoxLayout(self.order_box)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.order_label = QLabel(self.order_box)
+        self.order_clear = QToolButton(self.order_box)
+        self.order_clear.setText("Clear")
+        self.order_clear.setToolTip("Stop using this worklist order for photos")
+        self.order_clear.clicked.connect(self.clear_order)
+        row.addWidget(self.order_label)
+        row.addWidget(self.order_clear)
+        self.order_box.hide()
+        self.statusBar().addPermanentWidget(self.order_box)
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.cancel_button)
         self._build_actions()
@@ -186,6 +225,11 @@ class MainWindow(QMainWindow):
         self.act_about = self._action("About Lightbox", self.show_about)
         self.act_pacs = self._action("PACS configurations…", self.show_pacs_configurations,
                                      tip="The PACS this computer works with: add, change, test")
+        self.act_query = self._action("Query / Retrieve…", self.show_query_retrieve, "Ctrl+Shift+Q",
+                                      "Search a PACS and bring studies into the library")
+        self.act_compare = self._action("Compare with prior…", self.compare_with_prior, tip=(
+            "Show another study of this patient beside this one (from the library or a PACS)"))
+        self.act_single = self._action("Single viewport", self.close_comparison, tip="Close the comparison")
         self.preset_menu = QMenu("Presets", self)
         self.preset_menu.aboutToShow.connect(self._fill_presets)
         self.act_presets = [self._action(f"Preset {n}", lambda _=False, i=n - 1: self.apply_preset(i), f"Ctrl+{n}")
@@ -210,11 +254,18 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         m.addMenu(self.preset_menu)
         m.addSeparator()
+        m.addActions([self.act_compare, self.act_single])
+        m.addSeparator()
         self.act_outbox = self.outbox_dock.toggleViewAction()
         self.act_outbox.setText("Outbox")
         self.act_outbox.setToolTip("Sends to PACS: progress, errors, retry, cancel")
         m.addAction(self.act_outbox)
         m = bar.addMenu("&PACS")
+        self.act_worklist = self.worklist_dock.toggleViewAction()
+        self.act_worklist.setText("Worklist")
+        self.act_worklist.setToolTip("Today's orders: choose one for the photos you take")
+        m.addActions([self.act_query, self.act_worklist])
+        m.addSeparator()
         m.addAction(self.act_pacs)
         m = bar.addMenu("&Help")
         m.addActions([self.act_shortcuts, self.act_about])
@@ -257,6 +308,8 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         tb.addActions([self.act_fit, self.act_one, self.act_rot_l, self.act_rot_r, self.act_flip_h,
                        self.act_flip_v, self.act_invert, self.act_reset])
+        tb.addSeparator()
+        tb.addAction(self.act_compare)
         self.tools_bar = tb
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802
@@ -284,6 +337,7 @@ class MainWindow(QMainWindow):
 
     def set_tool(self, name: str) -> None:
         self.viewport.tool = name
+        self.prior_pane.viewport.tool = name
         self.act_tool[name].setChecked(True)
 
     def _fill_presets(self) -> None:
@@ -326,7 +380,7 @@ class MainWindow(QMainWindow):
         self._refresh()
 
     def show_viewer(self) -> None:
-        self.pages.setCurrentWidget(self.viewport)
+        self.pages.setCurrentWidget(self.viewer_page)
         self.series_dock.show()
         self.tools_bar.show()
         self.act_viewer.setChecked(True)
@@ -462,6 +516,7 @@ class MainWindow(QMainWindow):
         if not series:
             self._show_problem("This study has no images to show.", dialog=True)
             return False
+        self.close_comparison()
         self.series = series
         self.strip.set_series(series)
         target = next((s for s in series if s.uid == series_uid), series[0])
@@ -612,12 +667,15 @@ class MainWindow(QMainWindow):
     def import_into_library(self, names: list[str], context=None) -> Job:
         """Import files, folders, archives into the library in a job; the browser shows the result.
 
-        Photos (JPEG, PNG) need a study: with `context` they go into it; without, the user is asked
-        whether they belong to the study chosen in the library.
+        Photos (JPEG, PNG) need a study: with `context` they go into it; else into the worklist order in use;
+        else the user is asked whether they belong to the study chosen in the library.
         """
         from app.library import import_paths
 
         names = [str(n) for n in names]
+        order = self.order if context is None else None
+        if order is not None:
+            context = order.context
 
         def work(reporter):
             result = import_paths(names, context=context, reporter=reporter)
@@ -626,6 +684,7 @@ class MainWindow(QMainWindow):
 
         job = Job(work, "Importing")
         job.context = context
+        job.order = order
         self.statusBar().showMessage("Importing…")
         self._run(job, self._imported)
         return job
@@ -643,6 +702,9 @@ class MainWindow(QMainWindow):
         result, photos = job.result
         self.last_import = result
         failed = result.failed
+        order = getattr(job, "order", None)
+        if order is not None and not order.started and order.study_uid in result.studies:
+            self.start_procedure(order)
         if photos:
             study = self.browser.current_study()
             if study is not None and self._ask(
@@ -786,6 +848,8 @@ class MainWindow(QMainWindow):
         keep = [s for s in self.series if s.study_uid not in uids]
         if len(keep) == len(self.series):
             return
+        if self.prior_pane.study_uid in uids:
+            self.close_comparison()
         shown = self.viewport.series
         self.series = keep
         self.strip.set_series(keep)
@@ -829,6 +893,8 @@ class MainWindow(QMainWindow):
         chosen = not viewer and bool(self.browser.selected_uids())
         self.act_export.setEnabled(chosen)
         self.act_remove.setEnabled(chosen)
+        self.act_compare.setEnabled(s is not None)
+        self.act_single.setEnabled(self.comparing)
 
     @Slot(str)
     def _show_problem(self, message: str, dialog: bool = False) -> None:
@@ -882,6 +948,143 @@ class MainWindow(QMainWindow):
             dialog.exec()
         finally:
             dialog.deleteLater()
+        self.worklist_panel.reload_configs()
+        if self.query_dialog is not None:
+            self.query_dialog.reload_configs()
+
+    # -- import from a PACS -------------------------------------------------------------------
+
+    def show_query_retrieve(self):
+        """The Query / Retrieve dialog (one, kept while the window lives), brought forward."""
+        from app.ui.query_dialog import QueryDialog
+
+        if self.query_dialog is None:
+            self.query_dialog = QueryDialog(self, library=self._outbox_library)
+            self.query_dialog.retrieved.connect(self._retrieved)
+            self.query_dialog.open_requested.connect(self.open_study)
+        elif not self.query_dialog.isVisible():
+            self.query_dialog.reload_configs()
+        self.query_dialog.show()
+        self.query_dialog.raise_()
+        self.query_dialog.activateWindow()
+        return self.query_dialog
+
+    @Slot(object)
+    def _retrieved(self, results: list) -> None:
+        """A retrieve ended: the library shows what arrived; patient conflicts are reported."""
+        uids = [uid for r in results for uid in r.study_uids]
+        self.browser.refresh(select=uids[:1] or None)
+        if results:
+            self.statusBar().showMessage("Retrieved: " + "; ".join(r.summary() for r in results[:3]), 15000)
+        conflicts = [c for r in results for c in r.imported.conflicts]
+        if conflicts:
+            self._queue_dialog(ConflictDialog(conflicts, self))
+
+    # -- the worklist order -------------------------------------------------------------------
+
+    @Slot(object)
+    def set_order(self, order: Order) -> None:
+        """Photos imported from now on go into this order's study, named as the order says."""
+        self.order = order
+        self.order_label.setText(f"Order: {order.label} —")
+        self.order_label.setToolTip(f"Photos you import go into this order: {order.describe()}")
+        self.order_box.show()
+        self.worklist_panel.set_current(order)
+        self.statusBar().showMessage(f"Photos you import now go to {order.describe()}", 10000)
+
+    def clear_order(self) -> None:
+        self.order = None
+        self.order_box.hide()
+        self.worklist_panel.set_current(None)
+        self.statusBar().showMessage("No worklist order: photos you import are asked about again", 6000)
+
+    def start_procedure(self, order: Order) -> Job:
+        """Tell the PACS the order's procedure step has started (MPPS, when its configuration does it)."""
+        from app.pacs.worklist import start_procedure
+
+        def work(reporter):
+            from app.library import Library
+
+            with Library() as library:
+                return start_procedure(library, order.config, order.entry)
+
+        order.started = True  # not twice for imports in quick succession; a refusal allows another try
+        job = Job(work, "Starting the procedure step")
+        self._run(job, lambda j: self._procedure_started(j, order), cancellable=False)
+        return job
+
+    def _procedure_started(self, job: Job, order: Order) -> None:
+        if job.state == State.DONE:
+            if job.result:
+                self.statusBar().showMessage(f"{order.config.name} was told the procedure for {order.label} "
+                                             "has started", 8000)
+            return
+        order.started = False
+        self._show_problem(f"{order.config.name} did not take the start of the procedure for {order.label} "
+                           f"(MPPS): {job.error}\n\nThe images are in the library.", dialog=True)
+
+    # -- compare with a prior -----------------------------------------------------------------
+
+    @property
+    def comparing(self) -> bool:
+        return self.prior_pane.isVisibleTo(self.viewer_page)
+
+    def compare_with_prior(self):
+        """Choose another study of the open patient (library, then PACS) to show beside the open one."""
+        from app.ui.query_dialog import PriorDialog
+
+        shown = self.viewport.series
+        if shown is None:
+            return None
+        library = self._outbox_library()
+        try:
+            priors = library.priors(shown.study_uid) if library is not None else []
+        except LightboxError:  # opened without importing: not in the library
+            priors = []
+        dialog = PriorDialog(shown.patient, shown.study_uid, shown.study_date, priors, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.chosen.connect(self.show_prior)
+        dialog.retrieved.connect(self._retrieved)
+        dialog.open()
+        dialog.search_pacs()
+        return dialog
+
+    @Slot(str)
+    def show_prior(self, study_uid: str) -> bool:
+        """A study of the library on the right of the viewer, the open one staying on the left."""
+        try:
+            series = self.browser.library.viewer_series(study_uid)
+            study = self.browser.library.study(study_uid)
+        except LightboxError as exc:
+            self._show_problem(str(exc), dialog=True)
+            return False
+        if not series:
+            self._show_problem("That study has no images to show.", dialog=True)
+            return False
+        title = " · ".join(x for x in ("Prior", format_date(study.date), study.description) if x)
+        self.prior_pane.show_study(study_uid, title, series, like=self.viewport.series)
+        self.prior_pane.viewport.tool = self.viewport.tool
+        self.prior_pane.show()
+        half = max(1, self.viewer_page.width() // 2)
+        self.viewer_page.setSizes([half, half])
+        self.show_viewer()
+        return True
+
+    def close_comparison(self) -> None:
+        if self.prior_pane.study_uid or self.prior_pane.isVisibleTo(self.viewer_page):
+            self.prior_pane.hide()
+            self.prior_pane.clear()
+            self._refresh()
+
+    @Slot(str, str)
+    def _dropped_on_prior(self, series_uid: str, study_uid: str) -> None:
+        try:
+            series = next((s for s in self.browser.library.viewer_series(study_uid) if s.uid == series_uid), None)
+        except LightboxError as exc:
+            self._show_problem(str(exc))
+            return
+        if series is not None:
+            self.prior_pane.show_series(series)
 
     def show_shortcuts(self) -> None:
         rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{t}</td></tr>" for k, t in SHORTCUTS)
@@ -913,6 +1116,7 @@ class MainWindow(QMainWindow):
             relay.job.cancel()
         self.outbox_runner.stop()  # the send under way resumes on the next start
         self.outbox_panel.stop()
+        self.worklist_panel.stop()
         self.browser.close_library()
         _settings().setValue("window/geometry", self.saveGeometry())
         super().closeEvent(event)
@@ -957,6 +1161,7 @@ def _dark_palette(app: QApplication) -> None:
                         (QPalette.ColorRole.Highlight, QColor(42, 110, 187)),
                         (QPalette.ColorRole.HighlightedText, QColor(255, 255, 255))):
         p.setColor(role, color)
+    p.setColor(QPalette.ColorRole.PlaceholderText, QColor(140, 140, 140))  # hints in fields, readable
     p.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(110, 110, 110))
     p.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor(110, 110, 110))
     app.setPalette(p)

@@ -169,7 +169,7 @@ def test_double_click_opens_the_study_in_the_viewer(library_window, qtbot, sampl
     double_click(qtbot, b.table.viewport(), row_center(b.table, 0))
     qtbot.waitUntil(lambda: library_window.viewport.image is not None, timeout=10000)
     assert not library_window.on_library
-    assert library_window.pages.currentWidget() is library_window.viewport
+    assert library_window.pages.currentWidget() is library_window.viewer_page
     assert [s.modality for s in library_window.series] == ["DX", "CT"]
     assert library_window.viewport.series.study_uid == sample_in_library
     assert library_window.viewport.series.modality == "DX"
