@@ -440,8 +440,8 @@ def cmd_import(args) -> int:
         with Library() as library:
             result = _run_job("Importing", lambda reporter: import_paths(
                 args.paths, library=library, context=entry.capture_context(), reporter=reporter))
-            if entry.study_uid in result.studies:
-                mpps_uid = start_procedure(library, config, entry)
+            if result.studies and (entry.study_uid in result.studies or not entry.study_uid):
+                mpps_uid = start_procedure(library, config, entry, result.studies[0])
                 if mpps_uid and not args.json:
                     print(f"procedure step {mpps_uid} in progress at {config.aet}")
         return _import_report(args, result)

@@ -170,7 +170,9 @@ def _run(transfer: _Transfer, library: Library, reporter, result: RetrieveResult
         result.imported = intake.result
     result.completed, result.failed, result.warning = transfer.completed, transfer.failed, transfer.warning
     if cancelled:
-        raise Cancelled()
+        kept = result.imported.count("imported")
+        raise Cancelled(f"Retrieve cancelled; the {kept} instance{'s' if kept != 1 else ''} that arrived "
+                        f"{'are' if kept != 1 else 'is'} in the library")
     if transfer.error is not None:
         if result.imported.entries:  # part of it arrived: say what failed, keep what came
             result.notes.append(str(transfer.error))

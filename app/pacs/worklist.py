@@ -74,6 +74,7 @@ class WorklistEntry:
         """Patient and study for images taken for this order (photos imported as Secondary Capture)."""
         return CaptureContext(patient=self.patient, study_uid=self.study_uid, accession=self.accession,
                               study_description=self.requested_procedure or self.step_description,
+                              series_description=self.step_description or "Photos",
                               referring_physician=self.referring_physician,
                               modality=self.modality if self.modality in ("XC", "OT", "DOC") else "OT")
 
@@ -188,18 +189,21 @@ def choose(entries: list[WorklistEntry], key: str) -> WorklistEntry:
 
 # -- performed procedure steps ------------------------------------------------------------------------
 
-def start_procedure(library, config: PacsConfig, entry: WorklistEntry) -> str:
-    """N-CREATE the entry's MPPS "IN PROGRESS" (when the configuration does MPPS) and remember it for the study;
-    the SOP Instance UID of the step, or "" when MPPS is off or a step for this study exists already.
-    LightboxError (from app.pacs.send.SendError) when the PACS refuses it."""
+def start_procedure(library, config: PacsConfig, entry: WorklistEntry, study_uid: str = "") -> str:
+    """N-CREATE the entry's MPPS "IN PROGRESS" (when the configuration does MPPS) and remember it for the study
+    (`study_uid`: the one the images went to, when the order named none); the SOP Instance UID of the step, or ""
+    when MPPS is off. LightboxError (from app.pacs.send.SendError) when the PACS refuses it."""
+    from dataclasses import replace
+
     from app.pacs import mpps
 
-    if config.type == DICOMWEB or not config.dimse.mpps or not entry.study_uid:
+    study_uid = entry.study_uid or study_uid
+    if config.type == DICOMWEB or not config.dimse.mpps or not study_uid:
         return ""
-    known = library.procedure(entry.study_uid)
+    known = library.procedure(study_uid)
     if known is not None:
         return known[1]
-    uid = mpps.start(config, entry.procedure())
-    library.add_procedure(entry.study_uid, config.id, uid)
+    uid = mpps.start(config, replace(entry.procedure(), study_uid=study_uid))
+    library.add_procedure(study_uid, config.id, uid)
     return uid
 

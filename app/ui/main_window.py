@@ -31,6 +31,7 @@ from app.ui.import_export import (
 )
 from app.ui.jobs import JobRelay
 from app.ui.outbox_panel import OutboxPanel, OutboxRunner, queue_sends
+from app.ui.receive import ReceiveService
 from app.ui.viewer.prior_pane import PriorPane
 from app.ui.viewer.series_strip import SeriesStrip
 from app.ui.viewer.viewport import Viewport, dropped_series
@@ -134,6 +135,12 @@ class MainWindow(QMainWindow):
         self.outbox_runner.finished.connect(lambda _job: self.outbox_panel.refresh())
         self.outbox_runner.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
         QTimer.singleShot(0, self._start_outbox)
+
+        # "Receive studies": Lightbox's storage SCP, while the window is open and the setting is on.
+        self.receiving = ReceiveService(self)
+        self.receiving.received.connect(self._received)
+        self.receiving.problem.connect(lambda text: self._show_problem(text))
+        QTimer.singleShot(0, self.start_receiving)
 
         # The worklist: shown when asked for; an order chosen there names the photos imported next.
         self.worklist_panel = WorklistPanel(self)
@@ -265,6 +272,11 @@ class MainWindow(QMainWindow):
         self.act_worklist.setText("Worklist")
         self.act_worklist.setToolTip("Today's orders: choose one for the photos you take")
         m.addActions([self.act_query, self.act_worklist])
+        m.addSeparator()
+        self.act_receive = self._action("Receive studies", self.toggle_receiving, checkable=True,
+                                        tip="Let PACS and modalities send studies to this computer")
+        m.addAction(self.act_receive)
+        m.aboutToShow.connect(lambda: self.act_receive.setText(f"Receive studies ({self.receiving.describe()})"))
         m.addSeparator()
         m.addAction(self.act_pacs)
         m = bar.addMenu("&Help")
@@ -1006,7 +1018,7 @@ class MainWindow(QMainWindow):
             from app.library import Library
 
             with Library() as library:
-                return start_procedure(library, order.config, order.entry)
+                return start_procedure(library, order.config, order.entry, order.study_uid)
 
         order.started = True  # not twice for imports in quick succession; a refusal allows another try
         job = Job(work, "Starting the procedure step")
@@ -1111,7 +1123,29 @@ class MainWindow(QMainWindow):
             else:
                 self.open_paths(files)
 
+    # -- receive studies ------------------------------------------------------------------------
+
+    def start_receiving(self) -> None:
+        """At start: the storage SCP runs when the settings say so."""
+        from app import settings as app_settings
+
+        if app_settings.load().receive_studies:
+            self.act_receive.setChecked(self.receiving.start())
+
+    def toggle_receiving(self, on: bool) -> None:
+        running = self.receiving.set_enabled(on)
+        self.act_receive.setChecked(running)
+        if running:
+            self.statusBar().showMessage(f"Receiving studies {self.receiving.describe()}", 8000)
+        elif not on:
+            self.statusBar().showMessage("No longer receiving studies", 6000)
+
+    def _received(self, text: str) -> None:
+        self.statusBar().showMessage(text, 10000)
+        self.browser.refresh()
+
     def closeEvent(self, event) -> None:  # noqa: N802
+        self.receiving.stop()
         for relay in list(self._relays):
             relay.job.cancel()
         self.outbox_runner.stop()  # the send under way resumes on the next start
