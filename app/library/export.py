@@ -5,7 +5,8 @@ Layouts (`to` is created when missing):
 - dicomdir: to/DICOMDIR and to/PT000000/ST000000/SE000000/IM000000 ... as pydicom's FileSet names them;
 - zip:      the dicomdir layout inside one zip; `to` is the zip path (*.zip) or a folder that receives
             <patient>_<date>.zip (the pseudonym instead of the name when anonymised);
-- png/jpeg: to/SE001_DX_IM00001.png, with _F001 ... per frame for multi-frame images.
+- png/jpeg: to/SE001_DX_IM00001.png, with _F001 ... per frame for multi-frame images; with
+            measurements=True each frame shows its measurements and their values.
 
 Nothing is overwritten: when a name the export needs already exists in `to`, it stops with a
 UsageError before writing anything. Everything is built in a hidden staging folder beside the
@@ -84,12 +85,14 @@ class ExportResult:
 
 
 def export_study(study_uid: str, to, *, format: str = "dicom", anonymize: bool = False, voi=None,
-                 preset: str | None = None, library: Library | None = None, reporter=None) -> ExportResult:
+                 preset: str | None = None, library: Library | None = None, reporter=None,
+                 measurements: bool = False) -> ExportResult:
     """Export one study of the library to `to` (see the module's docstring for the layouts).
 
     `voi` (an app.dicom.display Window or VoiLut) or `preset` (a preset name) choose the window for
     png/jpeg; without them each image's own default window is used. A preset an image lacks falls back
-    to that image's default (with a warning); a preset no image has is an error.
+    to that image's default (with a warning); a preset no image has is an error. With `measurements`,
+    png/jpeg images show the measurements drawn on their frames, with their values.
     """
     format = (format or "").strip().lower()
     if format == "jpg":
@@ -103,6 +106,8 @@ def export_study(study_uid: str, to, *, format: str = "dicom", anonymize: bool =
         raise UsageError("a window or preset applies only to png and jpeg exports")
     if voi is not None and preset:
         raise UsageError("give a window or a preset, not both")
+    if measurements and format in DICOM_FORMATS:
+        raise UsageError("measurements are drawn into png and jpeg exports only")
     own = library is None
     library = library or Library()
     try:
@@ -116,6 +121,8 @@ def export_study(study_uid: str, to, *, format: str = "dicom", anonymize: bool =
                                 f"(first: {missing[0].path}); run 'lightbox library check'.")
         modalities = {s.uid: s.modality for s in library.series(study_uid)}
         job = _Export(study, _numbered(records, modalities), Path(to), format, anonymize, voi, preset, reporter)
+        if measurements:
+            job.marks = _marks(library, records)
         return job.run()
     finally:
         if own:
@@ -159,6 +166,7 @@ class _Export:
         self.done = 0
         self.total = len(items) * (2 if format == "zip" else 1)
         self.result = ExportResult(study.uid, format, to, anonymized=anonymize, exported_study_uid=study.uid)
+        self.marks: dict[str, tuple[list, object]] = {}  # sop_uid -> (measurements, manual calibration), to draw
 
     # -- the frame of every export --------------------------------------------------------------
 
@@ -395,6 +403,8 @@ class _Export:
                 except FileProblem as exc:
                     self.result.warnings.append(f"{base} frame {frame + 1} was not rendered: {exc.reason}")
                     continue
+                if item.record.sop_uid in self.marks:
+                    pixels = self._draw_measurements(item.record.sop_uid, image, frame, pixels)
                 name = base + (f"_F{frame + 1:0{fwidth}d}" if image.frames > 1 else "") + suffix
                 self._refuse_existing(self.to, [name])
                 dest = staging / name
@@ -412,6 +422,37 @@ class _Export:
                                         "rendered with their own default window")
         if no_image:
             self.result.warnings.append(f"{no_image} object(s) without an image were skipped")
+
+    def _draw_measurements(self, sop_uid: str, image, frame: int, pixels):
+        from app.measure.calibration import apply_manual, calibration_of
+        from app.measure.drawing import draw_measurements
+        from app.measure.tools import measure_image
+
+        measurements, manual = self.marks[sop_uid]
+        on_frame = [m for m in measurements if m.frame == frame]
+        if not on_frame:
+            return pixels
+        calibration = apply_manual(calibration_of(image.ds, frame), manual)
+        patient = self.study.patient
+        results = []
+        for m in on_frame:
+            try:
+                results.append(measure_image(m, image, calibration, species=patient.species, breed=patient.breed))
+            except FileProblem as exc:
+                self.result.warnings.append(f"a measurement on {image.label} frame {frame + 1} was not drawn: "
+                                            f"{exc.reason}")
+        return draw_measurements(pixels, results)
+
+
+def _marks(library: Library, records: list[InstanceRecord]) -> dict[str, tuple[list, object]]:
+    """The measurements of each instance that has some, with the manual calibration it is measured with."""
+    out = {}
+    for record in records:
+        measurements = library.measurements(record.sop_uid)
+        if measurements:
+            manual = library.manual_calibration_for(record.sop_uid, record.series_uid, record.study_uid)
+            out[record.sop_uid] = (measurements, manual)
+    return out
 
 
 # -- helpers ------------------------------------------------------------------------------------

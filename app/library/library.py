@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from app import paths
@@ -24,6 +25,8 @@ from app.dicom.series import Instance, Series, slice_position
 from app.errors import LightboxError, UsageError
 from app.library import schema
 from app.library.store import FileStore, StorageError, process_alive, storage_message
+from app.measure.calibration import SCOPES, Calibration, ManualCalibration, apply_manual, calibration_of
+from app.measure.tools import Measurement
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +154,16 @@ class InstanceFields:
     position: float | None = None
 
 
-def instance_fields(ds: Dataset, microchip_issuers=()) -> InstanceFields:
+def instance_fields(ds: Dataset, microchip_issuers=(), transfer_syntax: str | None = None) -> InstanceFields:
+    """`transfer_syntax` when known (else the dataset's file meta says)."""
     uids = [_str(ds, k) for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")]
     missing = [name for name, v in zip(("SOP Instance UID", "Study Instance UID", "Series Instance UID"), uids)
                if not v]
     if missing:
         raise UsageError(f"it has no {' and no '.join(missing)}, so it cannot be filed in the library")
-    meta = getattr(ds, "file_meta", None)
+    if transfer_syntax is None:
+        meta = getattr(ds, "file_meta", None)
+        transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     return InstanceFields(
         *uids, patient=patient_of(ds, microchip_issuers),
         study_date=_str(ds, "StudyDate"), study_time=_str(ds, "StudyTime"),
@@ -166,9 +172,40 @@ def instance_fields(ds: Dataset, microchip_issuers=()) -> InstanceFields:
         modality=_str(ds, "Modality"), body_part=_str(ds, "BodyPartExamined"),
         series_description=_str(ds, "SeriesDescription"), series_number=_int(_str(ds, "SeriesNumber")),
         sop_class=_str(ds, "SOPClassUID"),
-        transfer_syntax=str(meta.get("TransferSyntaxUID", "")) if meta is not None else "",
-        rows=_int(ds.get("Rows")), columns=_int(ds.get("Columns")), frames=_int(_str(ds, "NumberOfFrames")) or 1,
-        instance_number=_int(_str(ds, "InstanceNumber")), position=slice_position(ds))
+        transfer_syntax=transfer_syntax,
+        rows=_us(ds, 0x00280010, "Rows"), columns=_us(ds, 0x00280011, "Columns"),
+        frames=_int(_str(ds, "NumberOfFrames")) or 1, instance_number=_int(_str(ds, "InstanceNumber")),
+        position=_position(ds))
+
+
+# A third of the time of instance_fields went to pydicom's value conversions of these few numbers: read from
+# the raw elements when they are plain (else pydicom converts, as before).
+
+def _us(ds: Dataset, tag: int, keyword: str) -> int | None:
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement) and raw.VR in (None, "US") and raw.is_little_endian \
+            and isinstance(raw.value, bytes) and len(raw.value) == 2:
+        return int.from_bytes(raw.value, "little")
+    return _int(ds.get(keyword))
+
+
+def _position(ds: Dataset) -> float | None:
+    """slice_position(ds), the same arithmetic on the raw decimal strings."""
+    values = []
+    for tag, count in ((0x00200032, 3), (0x00200037, 6)):
+        raw = ds.get_item(tag)
+        if not (isinstance(raw, RawDataElement) and raw.VR in (None, "DS") and isinstance(raw.value, bytes)):
+            return slice_position(ds)
+        try:
+            numbers = [float(v) for v in raw.value.decode("ascii").split("\\")]
+        except (UnicodeDecodeError, ValueError):
+            return slice_position(ds)
+        if len(numbers) != count:
+            return slice_position(ds)
+        values.append(numbers)
+    ipp, (r0, r1, r2, c0, c1, c2) = values
+    normal = (r1 * c2 - r2 * c1, r2 * c0 - r0 * c2, r0 * c1 - r1 * c0)
+    return sum(a * b for a, b in zip(normal, ipp))
 
 
 @dataclass
@@ -242,6 +279,11 @@ class Library:
             raise
         self._in_batch = False
         self._batch_sops: set[str] = set()  # indexed in the open transaction; their files may not be final yet
+        # Looked up or written in the open transaction (nobody else writes meanwhile): study UID -> (study pk,
+        # patient pk), series UID -> pk, and (study UID, patient) pairs checked against the study's patient.
+        self._studies: dict[str, tuple[int, int]] = {}
+        self._series: dict[str, int] = {}
+        self._matched: set[tuple[str, Patient]] = set()
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -265,13 +307,19 @@ class Library:
         if self._in_batch:
             self.db.execute("COMMIT")
             self._in_batch = False
-        self._batch_sops.clear()
+        self._forget()
 
     def rollback(self) -> None:
         if self._in_batch:
             self.db.execute("ROLLBACK")
             self._in_batch = False
+        self._forget()
+
+    def _forget(self) -> None:
         self._batch_sops.clear()
+        self._studies.clear()
+        self._series.clear()
+        self._matched.clear()
 
     # -- adding ---------------------------------------------------------------------------------
 
@@ -317,6 +365,9 @@ class Library:
         except BaseException:
             self.db.execute("ROLLBACK TO one_instance")
             self.db.execute("RELEASE one_instance")
+            self._studies.clear()  # rows written since the savepoint are gone
+            self._series.clear()
+            self._matched.clear()
             if own:
                 self.rollback()
             raise
@@ -328,7 +379,8 @@ class Library:
         db = self.db
         conflicts: list[Conflict] = []
         incoming = f.patient
-        study = db.execute("SELECT pk, patient_pk FROM studies WHERE study_uid = ?", (f.study_uid,)).fetchone()
+        study = self._studies.get(f.study_uid) or db.execute(
+            "SELECT pk, patient_pk FROM studies WHERE study_uid = ?", (f.study_uid,)).fetchone()
         if study is None:
             patient_pk, found = self._patient_pk(incoming)
             conflicts.extend(found)
@@ -337,27 +389,33 @@ class Library:
                 "referring_physician, study_id, search, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (patient_pk, f.study_uid, f.study_date, f.study_time, f.study_description, f.accession,
                  f.referring_physician, f.study_id, fold(f"{f.accession} {f.study_description}"), _now())).lastrowid
+            self._matched.add((f.study_uid, incoming))  # the study's patient is this one, filled from it
         else:
             study_pk, patient_pk = study
-            existing = self._patient(patient_pk)
-            if patient_key(existing) != patient_key(incoming):
-                conflicts.append(Conflict(
-                    "study",
-                    f"Study {f.study_uid} is filed under {_who(existing)}, but a file of it names {_who(incoming)}; "
-                    "it was kept with the study. Check which patient is right.",
-                    existing, incoming, f.study_uid))
+            if (f.study_uid, incoming) not in self._matched:  # the same patient again: nothing new to check
+                existing = self._patient(patient_pk)
+                if patient_key(existing) != patient_key(incoming):
+                    conflicts.append(Conflict(
+                        "study",
+                        f"Study {f.study_uid} is filed under {_who(existing)}, but a file of it names "
+                        f"{_who(incoming)}; it was kept with the study. Check which patient is right.",
+                        existing, incoming, f.study_uid))
+                elif not self._fill_patient(patient_pk, existing, incoming):
+                    self._matched.add((f.study_uid, incoming))
+        self._studies[f.study_uid] = (study_pk, patient_pk)
+        series_pk = self._series.get(f.series_uid)
+        if series_pk is None:
+            series = db.execute("SELECT pk FROM series WHERE series_uid = ?", (f.series_uid,)).fetchone()
+            if series is None:
+                series_pk = db.execute(
+                    "INSERT INTO series (study_pk, series_uid, modality, body_part, description, number) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (study_pk, f.series_uid, f.modality, f.body_part,
+                                                  f.series_description, f.series_number)).lastrowid
+                db.execute("UPDATE studies SET series_count = series_count + 1 WHERE pk = ?", (study_pk,))
+                self._update_modalities(study_pk)
             else:
-                self._fill_patient(patient_pk, existing, incoming)
-        series = db.execute("SELECT pk FROM series WHERE series_uid = ?", (f.series_uid,)).fetchone()
-        if series is None:
-            series_pk = db.execute(
-                "INSERT INTO series (study_pk, series_uid, modality, body_part, description, number) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (study_pk, f.series_uid, f.modality, f.body_part, f.series_description, f.series_number)).lastrowid
-            db.execute("UPDATE studies SET series_count = series_count + 1 WHERE pk = ?", (study_pk,))
-            self._update_modalities(study_pk)
-        else:
-            series_pk = series[0]
+                series_pk = series[0]
+            self._series[f.series_uid] = series_pk
         db.execute(
             "INSERT INTO instances (series_pk, sop_uid, sop_class, transfer_syntax, rows, columns, frames, number, "
             "position, file_size, path, imported_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -392,8 +450,9 @@ class Library:
             (key, *values, _patient_search(incoming))).lastrowid
         return pk, conflicts
 
-    def _fill_patient(self, pk: int, existing: Patient, incoming: Patient) -> None:
-        """Details the index lacks (breed, birth date ...) are taken from a later file; none are overwritten."""
+    def _fill_patient(self, pk: int, existing: Patient, incoming: Patient) -> bool:
+        """Details the index lacks (breed, birth date ...) are taken from a later file; none are overwritten.
+        Whether there were any."""
         updates = {col: getattr(incoming, f) for col, f in zip(_PATIENT_COLUMNS, _PATIENT_FIELDS)
                    if not getattr(existing, f) and getattr(incoming, f)}
         if updates:
@@ -403,6 +462,7 @@ class Library:
             sets = ", ".join(f"{c} = ?" for c in updates)
             self.db.execute(f"UPDATE patients SET {sets}, search = ? WHERE pk = ?",
                             (*updates.values(), _patient_search(merged), pk))
+        return bool(updates)
 
     def _update_modalities(self, study_pk: int) -> None:
         found = sorted({m for (m,) in self.db.execute(
@@ -523,12 +583,15 @@ class Library:
                 "SELECT i.pk, i.path FROM instances i JOIN series se ON se.pk = i.series_pk "
                 "JOIN studies st ON st.pk = se.study_pk WHERE st.study_uid = ?", (uid,)).fetchall()
             self.db.executemany("INSERT OR IGNORE INTO pending_deletes (path) VALUES (?)", [(p,) for _, p in rows])
+            self._forget_measurements(uid)
             self.db.execute("DELETE FROM instances WHERE series_pk IN (SELECT se.pk FROM series se "
                             "JOIN studies st ON st.pk = se.study_pk WHERE st.study_uid = ?)", (uid,))
             self.db.execute("DELETE FROM series WHERE study_pk = (SELECT pk FROM studies WHERE study_uid = ?)", (uid,))
             self.db.execute("DELETE FROM studies WHERE study_uid = ?", (uid,))
             self.db.execute("DELETE FROM patients WHERE pk = ? AND NOT EXISTS "
                             "(SELECT 1 FROM studies WHERE patient_pk = ?)", (study.patient_pk, study.patient_pk))
+            self._studies.pop(uid, None)
+            self._series.clear()
             self.commit()
         except BaseException:
             self.rollback()
@@ -560,6 +623,89 @@ class Library:
                 log.warning("could not delete %s: %s", path, exc)
                 continue
             self.db.execute("DELETE FROM pending_deletes WHERE path = ?", (path,))
+
+    # -- measurements and manual calibrations --------------------------------------------------
+
+    def measurements(self, sop_uid: str, frame: int | None = None) -> list[Measurement]:
+        """The measurements drawn on an instance (on one frame, 0-based, when given), oldest first."""
+        sql, args = "SELECT data FROM measurements WHERE sop_uid = ?", [sop_uid]
+        if frame is not None:
+            sql += " AND frame = ?"
+            args.append(int(frame))
+        rows = self.db.execute(sql + " ORDER BY frame, created_at, rowid", args).fetchall()
+        return [Measurement.from_json(data) for (data,) in rows]
+
+    def study_measurements(self, study_uid: str) -> list[tuple[InstanceRecord, Measurement]]:
+        """Every measurement of a study, in the library's series and instance order."""
+        out = []
+        for record in self.instances(study_uid=study_uid):
+            out.extend((record, m) for m in self.measurements(record.sop_uid))
+        return out
+
+    def save_measurement(self, sop_uid: str, measurement: Measurement) -> None:
+        """Add a measurement to an instance of the library, or replace the one with its id."""
+        if self.db.execute("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone() is None:
+            raise UsageError(f"Instance {sop_uid} is not in the library: measurements are kept with images "
+                             "in the library only.")
+        now = _now()
+        self.db.execute(
+            "INSERT INTO measurements (id, sop_uid, frame, kind, data, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET sop_uid = excluded.sop_uid, "
+            "frame = excluded.frame, kind = excluded.kind, data = excluded.data, updated_at = excluded.updated_at",
+            (measurement.id, sop_uid, measurement.frame, measurement.kind, measurement.to_json(), now, now))
+
+    def delete_measurement(self, measurement_id: str) -> bool:
+        return self.db.execute("DELETE FROM measurements WHERE id = ?", (measurement_id,)).rowcount > 0
+
+    def manual_calibration(self, scope: str, uid: str) -> ManualCalibration | None:
+        row = self.db.execute("SELECT scope, uid, row_mm, column_mm, source, created_at FROM manual_calibrations "
+                              "WHERE scope = ? AND uid = ?", (scope, uid)).fetchone()
+        return ManualCalibration(*row) if row else None
+
+    def set_manual_calibration(self, calibration: ManualCalibration) -> None:
+        """Calibrate an image, a series or a study by hand (replacing its earlier manual calibration)."""
+        c = calibration
+        self.db.execute("INSERT OR REPLACE INTO manual_calibrations (scope, uid, row_mm, column_mm, source, "
+                        "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (c.scope, c.uid, c.row_mm, c.column_mm, c.source, c.created_at or _now()))
+
+    def remove_manual_calibration(self, scope: str, uid: str) -> bool:
+        return self.db.execute("DELETE FROM manual_calibrations WHERE scope = ? AND uid = ?",
+                               (scope, uid)).rowcount > 0
+
+    def manual_calibration_for(self, sop_uid: str, series_uid: str = "",
+                               study_uid: str = "") -> ManualCalibration | None:
+        """The manual calibration an image is measured with: its own, else its series', else its study's."""
+        if not (series_uid and study_uid):
+            row = self.db.execute("SELECT se.series_uid, st.study_uid FROM instances i JOIN series se "
+                                  "ON se.pk = i.series_pk JOIN studies st ON st.pk = se.study_pk WHERE i.sop_uid = ?",
+                                  (sop_uid,)).fetchone()
+            if row:
+                series_uid, study_uid = series_uid or row[0], study_uid or row[1]
+        for scope, uid in zip(SCOPES, (sop_uid, series_uid, study_uid)):
+            found = self.manual_calibration(scope, uid) if uid else None
+            if found:
+                return found
+        return None
+
+    def calibration(self, ds: Dataset, frame: int = 0) -> Calibration:
+        """The calibration measurements on frame `frame` of `ds` use: a manual one for its image, series or
+        study, else what the file says."""
+        manual = self.manual_calibration_for(_str(ds, "SOPInstanceUID"), _str(ds, "SeriesInstanceUID"),
+                                             _str(ds, "StudyInstanceUID"))
+        return apply_manual(calibration_of(ds, frame), manual)
+
+    def _forget_measurements(self, study_uid: str) -> None:
+        """Inside remove_study's transaction: the study's measurements and manual calibrations go with it."""
+        sops = [sop for (sop,) in self.db.execute(
+            "SELECT i.sop_uid FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies st "
+            "ON st.pk = se.study_pk WHERE st.study_uid = ?", (study_uid,))]
+        series = [uid for (uid,) in self.db.execute(
+            "SELECT se.series_uid FROM series se JOIN studies st ON st.pk = se.study_pk WHERE st.study_uid = ?",
+            (study_uid,))]
+        self.db.executemany("DELETE FROM measurements WHERE sop_uid = ?", [(s,) for s in sops])
+        self.db.executemany("DELETE FROM manual_calibrations WHERE scope = ? AND uid = ?",
+                            [("image", s) for s in sops] + [("series", s) for s in series] + [("study", study_uid)])
 
     # -- consistency ----------------------------------------------------------------------------
 

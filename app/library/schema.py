@@ -130,7 +130,32 @@ CREATE TABLE procedures (
 );
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+# 5: measurements drawn on an instance's frame (the Measurement as JSON; results are always computed),
+# and manual calibrations of an image, a series or a study.
+_V5 = """
+CREATE TABLE measurements (
+    id TEXT PRIMARY KEY,
+    sop_uid TEXT NOT NULL,
+    frame INTEGER NOT NULL DEFAULT 0,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX measurements_by_instance ON measurements (sop_uid, frame);
+
+CREATE TABLE manual_calibrations (
+    scope TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    row_mm REAL NOT NULL,
+    column_mm REAL NOT NULL,
+    source TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (scope, uid)
+);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
 VERSION = len(MIGRATIONS)
 
 

@@ -85,7 +85,7 @@ class StorageServer:
         ae.require_called_aet = True
         ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs
         ae.supported_contexts = list(storage_contexts())
-        handlers = [nodelay_handler(), (evt.EVT_CONN_OPEN, _poll_faster), (evt.EVT_C_STORE, self._on_store),
+        handlers = [nodelay_handler(), (evt.EVT_CONN_OPEN, poll_faster), (evt.EVT_C_STORE, self._on_store),
                     (evt.EVT_C_ECHO, lambda event: SUCCESS)]
         try:
             self._server = ae.start_server((self.bind or "", self.port), block=False, evt_handlers=handlers)
@@ -159,7 +159,8 @@ class StorageServer:
         self.stop()
 
 
-def _poll_faster(event) -> None:
+def poll_faster(event) -> None:
+    """EVT_CONN_OPEN: the association's DUL polls every DUL_POLL_S from its first PDU on."""
     from app.pacs.send import DUL_POLL_S
 
     dul = getattr(event.assoc, "dul", None)

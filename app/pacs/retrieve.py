@@ -1,8 +1,9 @@
 """Retrieve a study or series from a PACS into the library: WADO-RS (DICOMweb), C-GET or C-MOVE (classic).
 
 The transfer runs on a thread of its own and hands each instance, as received, to the calling thread, which
-imports it (app.library.importer.Intake, the PACS's name as source). Cancel stops the transfer (C-CANCEL, or
-the HTTP response closed) and keeps what arrived.
+imports it (app.library.importer.Intake, the PACS's name as source); a C-GET's messages the calling thread reads
+itself, on the association's socket, between imports (_GetWire). Cancel stops the transfer (C-CANCEL, or the
+HTTP response closed) and keeps what arrived.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from __future__ import annotations
 import logging
 import queue
 import re
+import select
+import ssl
+import struct
 import threading
+import time
 from dataclasses import dataclass, field
 
 import requests
@@ -19,8 +24,12 @@ from app.errors import Cancelled, LightboxError, UsageError
 from app.library.importer import ImportResult, Intake
 from app.library.library import Library
 from app.pacs.config import DICOMWEB, PacsConfig
-from app.pacs.send import DUL_POLL_S
+from app.pacs.receiver import poll_faster
 from app.pacs.dimse import AssociationFailed, network_reason, open_association, why_lost
+from app.pacs.wire import (
+    AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE, COMMAND_FIELD, DATA_SET_TYPE, ERROR_COMMENT, MESSAGE_ID, NO_DATA_SET,
+    RESPONDED_TO, STATUS, Wire, command, command_elements, message, text_value, us, us_value,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +41,7 @@ COMPRESSED = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008
               "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
               "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.99")
 MAX_CONTEXTS = 128
-_DONE = object()
+_DONE, _DECLINED, _HANDED_OVER = object(), object(), object()
 
 
 class RetrieveError(LightboxError):
@@ -131,11 +140,11 @@ def _retrieve(config, study_uid, series_uid, methods, library, reporter, secret,
 
 
 def _run(transfer: _Transfer, library: Library, reporter, result: RetrieveResult) -> None:
-    """The transfer on its thread; this one imports what it hands over, reports progress and passes on a cancel."""
+    """The transfer on its thread; this one imports what it hands over, reports progress and passes on a cancel.
+    A C-GET's messages are read on this thread too (the transfer hands it the association): see _GetWire."""
     thread = threading.Thread(target=transfer.run, name=f"retrieve-{transfer.method}", daemon=True)
-    label = _METHOD_NAMES[transfer.method]
-    cancelled = False
     with Intake(library, source=transfer.config.name) as intake:
+        arrivals = _Arrivals(transfer, intake, reporter)
         thread.start()
         try:
             while True:
@@ -145,31 +154,21 @@ def _run(transfer: _Transfer, library: Library, reporter, result: RetrieveResult
                     item = None
                 if item is _DONE:
                     break
-                if item is not None:
-                    try:
-                        intake.add(*item)
-                    except LightboxError as exc:  # the library can take no more (a full disk)
-                        transfer.cancel()
-                        result.imported = intake.result
-                        _drain(transfer, thread)
-                        raise RetrieveError(str(exc)) from None
-                if reporter is not None:
-                    if reporter.cancelled and not cancelled:
-                        cancelled = True
-                        transfer.cancel()
-                    if not cancelled:
-                        done, total = transfer.progress()
-                        reporter.update(done, total, f"Retrieving with {label}: {done} of {total or '?'} instances"
-                                        + (f" ({transfer.failed} failed)" if transfer.failed else ""))
+                if isinstance(item, _OnCaller):
+                    item.run(arrivals)
+                elif item is not None:
+                    arrivals.take(*item)
+                if arrivals.stopped is not None:  # the library can take no more (a full disk)
+                    transfer.cancel()
+                    result.imported = intake.result
+                    _drain(transfer, thread)
+                    raise RetrieveError(str(arrivals.stopped)) from None
+                arrivals.poll()
         finally:
-            thread.join()
-            while not transfer.items.empty():  # what arrived before the end is kept
-                item = transfer.items.get()
-                if item is not _DONE:
-                    intake.add(*item)
+            _drain(transfer, thread, intake)  # what arrived before the end is kept
         result.imported = intake.result
     result.completed, result.failed, result.warning = transfer.completed, transfer.failed, transfer.warning
-    if cancelled:
+    if arrivals.cancelled:
         kept = result.imported.count("imported")
         raise Cancelled(f"Retrieve cancelled; the {kept} instance{'s' if kept != 1 else ''} that arrived "
                         f"{'are' if kept != 1 else 'is'} in the library")
@@ -181,10 +180,79 @@ def _run(transfer: _Transfer, library: Library, reporter, result: RetrieveResult
         raise transfer.error
 
 
-def _drain(transfer: _Transfer, thread: threading.Thread) -> None:
+def _drain(transfer: _Transfer, thread: threading.Thread, intake: Intake | None = None) -> None:
+    """Wait for the transfer's end; import what is left (or drop it without `intake`). What the transfer would
+    hand this thread goes its own way instead."""
+    while thread.is_alive() or not transfer.items.empty():
+        try:
+            item = transfer.items.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        if isinstance(item, _OnCaller):
+            item.decline()
+        elif item is not _DONE and intake is not None:
+            intake.add(*item)
     thread.join()
-    while not transfer.items.empty():
-        transfer.items.get()
+
+
+class _Arrivals:
+    """The importing thread's side: imports what arrives, reports progress, notices a cancel."""
+
+    def __init__(self, transfer: _Transfer, intake: Intake, reporter):
+        self.transfer, self.intake, self.reporter = transfer, intake, reporter
+        self.label = f"Retrieving with {_METHOD_NAMES[transfer.method]}"
+        self.cancelled = False
+        self.stopped: LightboxError | None = None  # why the library could take no more
+
+    def take(self, label: str, data: bytes) -> None:
+        try:
+            self.intake.add(label, data)
+        except LightboxError as exc:
+            self.stopped = exc
+
+    def poll(self) -> None:
+        reporter = self.reporter
+        if reporter is None:
+            return
+        if reporter.cancelled and not self.cancelled:
+            self._cancel()
+        if not self.cancelled:
+            done, total = self.transfer.progress()
+            failed = self.transfer.failed
+            try:
+                reporter.update(done, total, f"{self.label}: {done} of {total or '?'} instances"
+                                + (f" ({failed} failed)" if failed else ""))
+            except Cancelled:  # cancelled just now
+                self._cancel()
+
+    def _cancel(self) -> None:
+        self.cancelled = True
+        self.transfer.cancel()
+
+
+class _OnCaller:
+    """Work the transfer hands to the importing thread, waiting until it is done (or declined)."""
+
+    def __init__(self, work):
+        self.work = work
+        self.done = threading.Event()
+        self.result = None
+        self.error: BaseException | None = None
+
+    def run(self, arrivals: _Arrivals) -> None:
+        try:
+            self.result = self.work(arrivals)
+        except Exception as exc:  # noqa: BLE001 - raised again on the transfer's thread
+            self.error = exc
+        except BaseException:  # an interrupt stays on this thread; the transfer ends
+            self.error = RetrieveError("the retrieve was interrupted")
+            raise
+        finally:
+            self.done.set()
+
+    def decline(self) -> None:
+        self.result = _DECLINED
+        self.done.set()
 
 
 class _Transfer:
@@ -200,6 +268,7 @@ class _Transfer:
         self.received = 0
         self.expected: int | None = None
         self.cancelled = False
+        self.cancel_sent = False  # the C-CANCEL went out
         self._cancel_hook = None
 
     def progress(self) -> tuple[int, int | None]:
@@ -316,20 +385,42 @@ class _Transfer:
         sop_classes = self._sop_classes()
         contexts = [build_context(UID(STUDY_ROOT_GET))] + _storage_contexts(sop_classes, MAX_CONTEXTS - 1)
         roles = [build_role(UID(uid), scp_role=True) for uid in sop_classes]
-        handler = (evt.EVT_C_STORE, self._on_store)
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_CONN_OPEN, poll_faster)]
         try:
-            assoc = open_association(config, calling, contexts, evt_handlers=[handler], ext_neg=roles, max_pdu=0)
-            assoc.dul._run_loop_delay = DUL_POLL_S
+            assoc = open_association(config, calling, contexts, evt_handlers=handlers, ext_neg=roles, max_pdu=0)
         except AssociationFailed as exc:
             raise RetrieveError(str(exc)) from None
         try:
             if not any(str(cx.abstract_syntax) == STUDY_ROOT_GET for cx in assoc.accepted_contexts):
                 raise RetrieveError(f"{config.aet} does not offer C-GET to {calling}")
-            self._requests(assoc, "C-GET", UID(STUDY_ROOT_GET),
-                           lambda ds: assoc.send_c_get(ds, UID(STUDY_ROOT_GET)))
+            self._requests(assoc, "C-GET", UID(STUDY_ROOT_GET), lambda ds: self._get_answers(assoc, ds))
         finally:
-            if assoc.is_established:
-                assoc.release()
+            _release(assoc)
+
+    def _get_answers(self, assoc, identifier):
+        """The C-GET's answers: read by the importing thread on the wire, or pynetdicom's (from where the wire
+        left off, if it did)."""
+        from pydicom.uid import UID
+
+        model = UID(STUDY_ROOT_GET)
+        got = self._on_caller(lambda arrivals: _GetWire.follow(assoc, identifier, self, arrivals))
+        if got is _DECLINED:
+            yield from assoc.send_c_get(identifier, model)
+        elif got is _HANDED_OVER:
+            cx = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == model)
+            yield from assoc._wrap_get_move_responses(cx.transfer_syntax[0])
+        else:
+            yield got, None
+
+    def _on_caller(self, work):
+        """work(arrivals) run on the importing thread; its result, or _DECLINED when that thread is past taking
+        work (the retrieve is ending)."""
+        call = _OnCaller(work)
+        self.items.put(call)
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result
 
     def _sop_classes(self) -> list[str]:
         """The SOP classes of the instances to bring, from an IMAGE-level C-FIND; the common ones if the PACS
@@ -381,11 +472,10 @@ class _Transfer:
         """Follow the pending answers of a C-GET or C-MOVE to the final one; C-CANCEL when cancelled."""
         calling = self.config.dimse.query_aet
         context_id = next((cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == model), None)
-        sent_cancel = threading.Event()
 
         def cancel():
-            if not sent_cancel.is_set() and context_id is not None and assoc.is_established:
-                sent_cancel.set()
+            if not self.cancel_sent and context_id is not None and assoc.is_established:
+                self.cancel_sent = True
                 assoc.send_c_cancel(1, context_id)
 
         self._cancel_hook = cancel
@@ -449,6 +539,7 @@ class _Transfer:
 
     def _move(self) -> None:
         from pydicom.uid import UID
+        from pynetdicom import evt
         from pynetdicom.presentation import build_context
 
         from app.pacs.receiver import ReceiverError, StorageServer
@@ -467,7 +558,8 @@ class _Transfer:
         try:
             with server.diverted(self._sink):
                 try:
-                    assoc = open_association(config, calling, [build_context(UID(STUDY_ROOT_MOVE))])
+                    assoc = open_association(config, calling, [build_context(UID(STUDY_ROOT_MOVE))],
+                                             evt_handlers=[(evt.EVT_CONN_OPEN, poll_faster)])
                 except AssociationFailed as exc:
                     raise RetrieveError(str(exc)) from None
                 try:
@@ -479,14 +571,21 @@ class _Transfer:
                     self._requests(assoc, "C-MOVE", UID(STUDY_ROOT_MOVE),
                                    lambda ds: assoc.send_c_move(ds, o.move_aet, UID(STUDY_ROOT_MOVE)))
                 finally:
-                    if assoc.is_established:
-                        assoc.release()
+                    _release(assoc)
         finally:
             if own is not None:
                 own.stop(wait=False)
 
     def _sink(self, calling: str, label: str, data: bytes) -> None:
         self.put(label, data)
+
+
+def _release(assoc) -> None:
+    """Release the association on a thread of its own: the retrieve's outcome is known by then, and pynetdicom
+    waits for the PACS's answer and then polls its threads' end every 10 ms. (Not a daemon: an exiting process
+    still releases.)"""
+    if assoc.is_established:
+        threading.Thread(target=assoc.release, name="retrieve-release").start()
 
 
 def _storage_contexts(sop_classes: list[str], room: int) -> list:
@@ -502,6 +601,291 @@ def _storage_contexts(sop_classes: list[str], room: int) -> list:
         return [cx for c in sop_classes for cx in (build_context(UID(c), [UID(EXPLICIT_LE), UID(IMPLICIT_LE)]),
                                                    build_context(UID(c), [UID(s) for s in COMPRESSED]))]
     return [build_context(UID(c), [UID(EXPLICIT_LE), UID(IMPLICIT_LE)]) for c in sop_classes[:room]]
+
+
+# -- C-GET on the wire ----------------------------------------------------------------------------------
+
+class _GetWire(Wire):
+    """A C-GET followed by the importing thread on the association's socket (app.pacs.wire): it writes the
+    request, answers each C-STORE of the PACS at once and imports the instance while the PACS reads the answer
+    and sends the next. Anything unusual goes back to pynetdicom, which carries on from there."""
+
+    MSG_ID = 1
+    SLICE_S = 0.1  # while the PACS is silent, progress and cancel are looked at this often
+
+    @classmethod
+    def fits(cls, assoc) -> bool:
+        return (isinstance(getattr(assoc, "_reactor_checkpoint", None), threading.Event)
+                and hasattr(assoc, "_is_paused") and hasattr(assoc, "_wrap_get_move_responses"))
+
+    @classmethod
+    def follow(cls, assoc, identifier, transfer: _Transfer, arrivals: _Arrivals):
+        """The C-GET's final answer (a dict; empty when none came in time), _HANDED_OVER (pynetdicom's answers
+        follow) or _DECLINED (nothing sent: pynetdicom's own way)."""
+        from pydicom.uid import UID
+        from pynetdicom.dsutils import encode
+
+        cx = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == UID(STUDY_ROOT_GET))
+        syntax = str(cx.transfer_syntax[0])
+        if syntax not in (IMPLICIT_LE, EXPLICIT_LE):
+            return _DECLINED
+        data_set = encode(identifier, syntax == IMPLICIT_LE, True)
+        with cls.taken(assoc) as wire:
+            if wire is None or not data_set or not assoc.is_established:
+                return _DECLINED
+            # pynetdicom pauses the association's reactor for a request: it would take the answers otherwise
+            assoc._reactor_checkpoint.clear()
+            while not assoc._is_paused:
+                time.sleep(0.0001)
+            outcome = _DECLINED
+            hook, transfer._cancel_hook = transfer._cancel_hook, None  # the C-CANCEL goes on the wire too
+            try:
+                if wire.park():
+                    outcome = wire._follow(cx.context_id, data_set, transfer, arrivals)
+            finally:
+                transfer._cancel_hook = hook
+                if outcome is not _HANDED_OVER:  # else pynetdicom's answers end the pause
+                    assoc._reactor_checkpoint.set()
+            return outcome
+
+    def __init__(self, assoc, dul, sock, max_pdu: int):
+        super().__init__(assoc, dul, sock, max_pdu)
+        self.storage = {cx.context_id: (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                        for cx in assoc.accepted_contexts if getattr(cx, "as_scp", False) is True}
+        self.source_aet = str(getattr(assoc.requestor, "ae_title", "") or "")  # as received_file names it
+        self.read: list[bytearray] = []  # the PDUs of the message being read, for a hand-over
+        self.buffer = bytearray()  # what arrived and is not yet read as PDUs
+        self.area = bytearray(1 << 18)
+        self.area_view = memoryview(self.area)
+        self.heard = time.monotonic()
+
+    def _follow(self, context_id: int, data_set: bytes, transfer: _Transfer, arrivals: _Arrivals):
+        self.sock.settimeout(0)  # one system call a read: with a timeout, Python polls before each
+        request = command([(AFFECTED_SOP_CLASS, STUDY_ROOT_GET.encode()), (COMMAND_FIELD, us(0x0010)),
+                           (MESSAGE_ID, us(self.MSG_ID)), (0x0700, us(0x0002)), (DATA_SET_TYPE, us(0x0001))])
+        if not self._write(message(context_id, request, data_set, self.max_pdu)):
+            return self._lost()
+        got = _Message()
+        while True:
+            if transfer.cancelled and not transfer.cancel_sent:
+                transfer.cancel_sent = True
+                cancel = command([(COMMAND_FIELD, us(0x0FFF)), (RESPONDED_TO, us(self.MSG_ID)),
+                                  (DATA_SET_TYPE, us(NO_DATA_SET))])
+                if not self._write(message(context_id, cancel, None, self.max_pdu)):
+                    return self._lost()
+            try:
+                pdu = self._pdu()
+            except TimeoutError:  # nothing yet
+                patience = self.assoc.dimse_timeout
+                if patience is not None and time.monotonic() - self.heard > patience:
+                    self.unpark()
+                    self.assoc._handle_no_response()  # pynetdicom's way: abort
+                    return {}
+                arrivals.poll()
+                continue
+            except OSError:
+                return self._lost()
+            self.dul._idle_timer.restart()
+            self.read.append(pdu)
+            complete = self._pdvs(pdu, got) if pdu[0] == 0x04 else None
+            if complete is None:  # not what this loop reads: pynetdicom reads on from this message's start
+                self._hand_back()
+                return _HANDED_OVER
+            if not complete:
+                continue
+            self.read, done, got = [], got, _Message()
+            if us_value(done.elements, COMMAND_FIELD) == 0x0001:
+                if not self._store(done, transfer, arrivals):
+                    return self._lost()
+                continue
+            status = {"Status": us_value(done.elements, STATUS)}
+            for number, keyword in _SUBOPERATIONS.items():
+                if us_value(done.elements, number) is not None:
+                    status[keyword] = us_value(done.elements, number)
+            if ERROR_COMMENT in done.elements:
+                status["ErrorComment"] = text_value(done.elements, ERROR_COMMENT)
+            if status["Status"] not in (0xFF00, 0xFF01):
+                self._hand_back()  # anything after the final answer (nothing, normally) is pynetdicom's
+                return status
+            transfer._count(status)
+            arrivals.poll()
+
+    def _store(self, got: _Message, transfer: _Transfer, arrivals: _Arrivals) -> bool:
+        """Answer a C-STORE request, then import its instance; False when the answer could not be sent."""
+        from app.dicom.reading import part10_from_network
+        from app.pacs.receiver import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
+
+        elements = got.elements
+        sop_class, sop_uid = elements[AFFECTED_SOP_CLASS], elements[AFFECTED_SOP_INSTANCE]
+        status, data, label = SUCCESS, None, ""
+        if arrivals.stopped is not None:
+            status = OUT_OF_RESOURCES
+        else:
+            try:
+                uid = _uid(sop_uid)
+                head = part10_from_network(_uid(sop_class), uid, self.storage[got.context_id][1], b"",
+                                           self.source_aet)
+                data, label = b"".join([head, *got.data]), f"{transfer.config.aet}/{uid}"
+            except Exception:  # noqa: BLE001 - as _on_store answers what it cannot read
+                log.info("a C-STORE of the retrieve could not be read", exc_info=True)
+                status = CANNOT_UNDERSTAND
+        answer = command([(AFFECTED_SOP_CLASS, sop_class), (COMMAND_FIELD, us(0x8001)),
+                          (RESPONDED_TO, elements[MESSAGE_ID]), (DATA_SET_TYPE, us(NO_DATA_SET)), (STATUS, us(status)),
+                          (AFFECTED_SOP_INSTANCE, sop_uid)])
+        if not self._write(message(got.context_id, answer, None, self.max_pdu)):
+            return False
+        if data is not None:
+            transfer.received += 1
+            arrivals.take(label, data)
+            if arrivals.stopped is not None:  # the library is full: the rest is cancelled (and refused)
+                transfer.cancel()
+        arrivals.poll()
+        return True
+
+    def _pdvs(self, pdu: bytearray, got: _Message) -> bool | None:
+        """The PDVs of a P-DATA-TF PDU added to the message being read: True when it is complete (which must be at
+        the PDU's end), False when more is to come, None when it is not a C-STORE request or C-GET answer read
+        as expected."""
+        view, pos, end = memoryview(pdu), 6, len(pdu)
+        while pos < end:
+            if pos + 6 > end:
+                return None
+            length, context_id, header = struct.unpack_from(">LBB", pdu, pos)
+            start, pos = pos + 6, pos + 4 + length
+            if length < 2 or pos > end or context_id != (got.context_id or context_id):
+                return None
+            got.context_id = context_id
+            if header & 1:  # a command fragment
+                if got.elements is not None:
+                    return None
+                got.command.append(view[start:pos])
+                if header & 2:
+                    got.elements = command_elements(b"".join(got.command))
+                    if not self._expected(got):
+                        return None
+                    if us_value(got.elements, DATA_SET_TYPE) == NO_DATA_SET:
+                        return True if pos == end else None
+            else:
+                if got.elements is None or us_value(got.elements, DATA_SET_TYPE) == NO_DATA_SET:
+                    return None
+                got.data.append(view[start:pos])
+                if header & 2:
+                    return True if pos == end else None
+        return False
+
+    def _expected(self, got: _Message) -> bool:
+        """A C-STORE request with a data set on a storage context of its SOP class, or an answer to the C-GET."""
+        elements = got.elements
+        if elements is None:
+            return False
+        field = us_value(elements, COMMAND_FIELD)
+        if field == 0x8010:
+            return us_value(elements, RESPONDED_TO) == self.MSG_ID and us_value(elements, STATUS) is not None
+        if field != 0x0001 or us_value(elements, DATA_SET_TYPE) in (None, NO_DATA_SET) \
+                or us_value(elements, MESSAGE_ID) is None or AFFECTED_SOP_INSTANCE not in elements:
+            return False
+        context = self.storage.get(got.context_id)
+        try:
+            return context is not None and context[0] == _uid(elements.get(AFFECTED_SOP_CLASS, b""))
+        except UnicodeDecodeError:
+            return False
+
+    def _write(self, data: bytes) -> bool:
+        view, since = memoryview(data), time.monotonic()
+        try:
+            while view:
+                try:
+                    view = view[self.sock.send(view):]
+                    continue
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass
+                patience = self.assoc.dimse_timeout
+                if not select.select([], [self.sock], [], self.SLICE_S)[1] and patience is not None \
+                        and time.monotonic() - since > patience:
+                    return False
+            return True
+        except OSError:
+            return False
+
+    def _pdu(self) -> bytearray:
+        """The next PDU; TimeoutError when none has begun to arrive within SLICE_S, OSError when the connection
+        failed (or fell silent within a PDU for the DIMSE timeout)."""
+        buffer = self.buffer
+        while True:
+            if len(buffer) >= 6:
+                size = 6 + struct.unpack_from(">L", buffer, 2)[0]
+                if len(buffer) >= size:
+                    pdu = buffer[:size]
+                    del buffer[:size]
+                    return pdu
+            self._receive()
+
+    def _whole(self) -> bool:
+        """Whether the buffer begins with a whole PDU."""
+        buffer = self.buffer
+        return len(buffer) >= 6 and len(buffer) >= 6 + struct.unpack_from(">L", buffer, 2)[0]
+
+    def _receive(self) -> None:
+        """What has arrived, added to the buffer (as much as there is, in one read)."""
+        while True:
+            try:
+                count = self.sock.recv_into(self.area)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                count = None
+            if count == 0:
+                raise OSError("connection closed")
+            if count:
+                self.buffer += self.area_view[:count]
+                self.heard = time.monotonic()
+                return
+            if getattr(self.sock, "pending", None) and self.sock.pending():
+                continue
+            if not select.select([self.sock], [], [], self.SLICE_S)[0]:
+                if not self.buffer:
+                    raise TimeoutError
+                patience = self.assoc.dimse_timeout
+                if patience is not None and time.monotonic() - self.heard > patience:
+                    raise OSError("timed out within a PDU")
+
+    def _hand_back(self) -> None:
+        """The PDUs of the message being read, and whatever followed them, to pynetdicom as its DUL thread would
+        have read them (a PDU begun is read to its end first, unless the connection is lost)."""
+        pdus, self.read = self.read, []
+        try:
+            while self.buffer and not (self.lost and not self._whole()):
+                pdus.append(self._pdu())
+        except OSError:
+            self.lost = True
+        for pdu in pdus:
+            self._hand_over(pdu)
+        if self.lost:
+            self.dul.event_queue.put("Evt17")
+
+    def _lost(self):
+        """The connection failed: pynetdicom hears of what came before and of that, as from its own socket."""
+        self.lost = True
+        self._hand_back()
+        return _HANDED_OVER
+
+
+class _Message:
+    """A DIMSE message as its fragments arrive."""
+
+    __slots__ = ("context_id", "command", "elements", "data")
+
+    def __init__(self):
+        self.context_id: int | None = None
+        self.command: list[memoryview] = []
+        self.elements: dict[int, bytes] | None = None  # the command set, once whole
+        self.data: list[memoryview] = []
+
+
+_SUBOPERATIONS = {0x1020: "NumberOfRemainingSuboperations", 0x1021: "NumberOfCompletedSuboperations",
+                  0x1022: "NumberOfFailedSuboperations", 0x1023: "NumberOfWarningSuboperations"}
+
+
+def _uid(raw: bytes) -> str:
+    return raw.decode("ascii").rstrip("\0 ")
 
 
 # -- multipart/related ------------------------------------------------------------------------------

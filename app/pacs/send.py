@@ -29,6 +29,10 @@ from app.pacs.dicomweb import dicomweb_session
 from app.pacs.dimse import (
     AssociationFailed, address_text, network_reason, open_association, seconds_text, service_name, why_lost,
 )
+from app.pacs.wire import (
+    AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE, COMMAND_FIELD, DATA_SET_TYPE, ERROR_COMMENT, MESSAGE_ID, RESPONDED_TO,
+    STATUS, Wire, command, command_elements, file_meta, pdus, text_value, us, us_value,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +156,7 @@ def _read_meta(sop_uid: str, path: Path, study_uid: str = "") -> _Item | None:
 
     try:
         with open(path, "rb") as f:
-            found = _file_meta(f.read(_META_BYTES))
+            found = file_meta(f.read(_META_BYTES))
             size = os.fstat(f.fileno()).st_size
         if found is not None:  # read here: a tenth of pydicom's time
             values = {number: value.decode("latin-1").strip("\0 ") for number, value in found[0].items()}
@@ -374,7 +378,6 @@ def _store_items(assoc, wire: _Wire | None, items: list[_Item], accepted: dict[s
 # pynetdicom passes every PDU through its DUL thread and two queues and decodes each answer with pydicom:
 # ~1 ms an instance, as much as the PACS takes to store a small one. While the DUL thread waits at a gate
 # (and the association reactor is held), the sending thread writes the requests and reads the answers itself.
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _META_BYTES = 4096  # enough for the file meta of nearly every file
 _BLOCK = 1 << 20  # files up to this size are read and framed ahead; larger ones stream in blocks this size
 
@@ -389,87 +392,16 @@ class _Request:
     size: int  # data set bytes
 
 
-class _Gate(threading.Event):
-    """Stands in for the association's `_dul_ready` event, which pynetdicom's DUL thread checks at the top of
-    its loop: while closed, that thread waits there and leaves the socket to us."""
-
-    def __init__(self, thread: threading.Thread):
-        super().__init__()
-        super().set()
-        self.thread = thread
-        self.opened, self.parked = threading.Event(), threading.Event()
-        self.opened.set()
-
-    def is_set(self) -> bool:
-        if threading.current_thread() is self.thread and not self.opened.is_set():
-            self.parked.set()
-            self.opened.wait()
-        return super().is_set()
-
-
-class _Wire:
+class _Wire(Wire):
     """The C-STORE requests of one association, sent and answered by the sending thread. Anything but a plain
     C-STORE answer is handed back to pynetdicom as its DUL thread would have read it, and it takes over."""
 
     def __init__(self, assoc, dul, sock: socket.socket, max_pdu: int):
-        self.assoc, self.dul, self.sock, self.max_pdu = assoc, dul, sock, max_pdu  # max_pdu 0: no limit
-        self.gate = _Gate(dul)
-        self.is_parked, self.lost = False, False
-        self.saved_timeout = sock.gettimeout()
+        super().__init__(assoc, dul, sock, max_pdu)
         self.contexts: dict[tuple[str, str], int] = {}
         for cx in assoc.accepted_contexts:
             if getattr(cx, "as_scu", True) is not False:
                 self.contexts.setdefault((str(cx.abstract_syntax), str(cx.transfer_syntax[0])), cx.context_id)
-
-    @classmethod
-    @contextlib.contextmanager
-    def taken(cls, assoc):
-        """The wire of an established association, or None when this pynetdicom's internals differ."""
-        dul = getattr(assoc, "dul", None)
-        sock = getattr(getattr(dul, "socket", None), "socket", None)
-        parts = ("_decode_pdu", "event_queue", "_recv_pdu", "to_provider_queue", "state_machine", "_idle_timer")
-        max_pdu = getattr(getattr(assoc, "dimse", None), "maximum_pdu_size", None)
-        if (not isinstance(getattr(assoc, "_dul_ready", None), threading.Event) or not isinstance(sock, socket.socket)
-                or not isinstance(dul, threading.Thread) or not all(hasattr(dul, name) for name in parts)
-                or not hasattr(assoc, "_handle_no_response") or not hasattr(assoc.dimse, "msg_queue")
-                or not isinstance(max_pdu, int) or 0 < max_pdu < 256):  # an odd peer: pynetdicom's own way
-            yield None
-            return
-        wire = cls(assoc, dul, sock, max_pdu)
-        ready, assoc._dul_ready = assoc._dul_ready, wire.gate
-        try:
-            yield wire
-        finally:
-            wire.unpark()
-            assoc._dul_ready = ready
-
-    def park(self) -> bool:
-        """Stop the DUL thread at its gate; False (and it runs on) unless it then has nothing left to do."""
-        if self.is_parked:
-            return True
-        if self.lost:
-            return False
-        self.gate.opened.clear()
-        while not self.gate.parked.wait(0.05):
-            if not self.dul.is_alive():
-                self.unpark()
-                return False
-        dul = self.dul
-        if not (dul.state_machine.current_state == "Sta6" and dul.event_queue.empty() and dul._recv_pdu.empty()
-                and dul.to_provider_queue.empty() and self.assoc.dimse.msg_queue.empty()):
-            self.unpark()
-            return False
-        self.is_parked = True
-        self.sock.settimeout(self.assoc.dimse_timeout)
-        return True
-
-    def unpark(self) -> None:
-        if self.is_parked:
-            with contextlib.suppress(OSError):
-                self.sock.settimeout(self.saved_timeout)
-        self.is_parked = False
-        self.gate.parked.clear()
-        self.gate.opened.set()
 
     def request(self, item: _Item, number: int) -> _Request | None:
         """The item's C-STORE request ready to go, or None when pynetdicom must send it (no context for its own
@@ -480,17 +412,17 @@ class _Wire:
         try:
             with open(item.path, "rb") as f:
                 head = f.read(_BLOCK)
-                offset = (_file_meta(head) or (None, None))[1]
+                offset = (file_meta(head) or (None, None))[1]
                 size = (f.seek(0, 2) if len(head) == _BLOCK else len(head)) - (offset or 0)
         except OSError:
             return None
         if offset is None or size <= 0:
             return None
-        command = b"".join(_pdus(cx, _command(item.sop_class, item.file_sop_uid, _msg_id(number)), 0x03, 0x01,
-                                 self.max_pdu))
-        body = b"".join(_pdus(cx, memoryview(head)[offset:], 0x02, 0x00, self.max_pdu)) if len(head) < _BLOCK \
+        framed = b"".join(pdus(cx, _command(item.sop_class, item.file_sop_uid, _msg_id(number)), 0x03, 0x01,
+                               self.max_pdu))
+        body = b"".join(pdus(cx, memoryview(head)[offset:], 0x02, 0x00, self.max_pdu)) if len(head) < _BLOCK \
             else None
-        return _Request(cx, command, body, item.path, offset, size)
+        return _Request(cx, framed, body, item.path, offset, size)
 
     def send(self, request: _Request) -> None:
         try:
@@ -507,8 +439,8 @@ class _Wire:
                     if len(data) != min(block, request.size - start):
                         raise OSError("the file changed while it was sent")
                     last = start + block >= request.size
-                    self.sock.sendall(b"".join(_pdus(request.context_id, data, 0x02 if last else 0x00, 0x00,
-                                                     self.max_pdu)))
+                    self.sock.sendall(b"".join(pdus(request.context_id, data, 0x02 if last else 0x00, 0x00,
+                                                    self.max_pdu)))
         except OSError:
             self.lost = True
 
@@ -539,106 +471,23 @@ class _Wire:
             return None
         return {"Status": getattr(rsp, "Status", None), "ErrorComment": getattr(rsp, "ErrorComment", None)}
 
-    def _recv(self, count: int, first: bool = False) -> bytes:
-        data = bytearray()
-        while len(data) < count:
-            try:
-                got = self.sock.recv(count - len(data))
-            except TimeoutError:
-                if first and not data:
-                    raise
-                raise OSError("timed out within a PDU") from None
-            if not got:
-                raise OSError("connection closed")
-            data += got
-        return bytes(data)
-
-    def _hand_over(self, pdu: bytes) -> None:
-        """A PDU read here goes to pynetdicom as if its DUL thread had read it (an A-ABORT, a release ...)."""
-        try:
-            decoded, event = self.dul._decode_pdu(bytearray(pdu))
-        except Exception:  # noqa: BLE001 - pynetdicom's DUL treats it the same way
-            self.dul.event_queue.put("Evt19")
-            return
-        self.dul.event_queue.put(event)
-        self.dul._recv_pdu.put(decoded)
-
 
 def _command(sop_class: str, sop_uid: str, msg_id: int) -> bytes:
     """A C-STORE-RQ command set as pynetdicom encodes it (implicit VR little endian, priority low)."""
-    def element(number: int, value: bytes) -> bytes:
-        return struct.pack("<HHL", 0, number, len(value)) + value
-
-    def uid(text: str) -> bytes:
-        raw = text.encode("ascii")
-        return raw + b"\0" * (len(raw) % 2)
-
-    body = (element(0x0002, uid(sop_class)) + element(0x0100, b"\x01\x00") + element(0x0110, struct.pack("<H", msg_id))
-            + element(0x0700, b"\x02\x00") + element(0x0800, b"\x01\x00") + element(0x1000, uid(sop_uid)))
-    return element(0x0000, struct.pack("<L", len(body))) + body
-
-
-def _pdus(context_id: int, data, last: int, more: int, max_pdu: int):
-    """P-DATA-TF PDUs of one PDV each, fragments of at most max_pdu - 6 bytes (0: one), header `last` on the
-    final fragment and `more` on the others."""
-    step = max_pdu - 6 if max_pdu else max(len(data), 1)
-    for start in range(0, len(data), step):
-        chunk = data[start:start + step]
-        flag = last if start + step >= len(data) else more
-        yield struct.pack(">BBLLBB", 4, 0, len(chunk) + 6, len(chunk) + 2, context_id, flag)
-        yield chunk
-
-
-def _file_meta(head: bytes) -> tuple[dict[int, bytes], int] | None:
-    """The group 0002 values of a Part 10 file by element number, and where its data set starts; None when
-    `head` (the file's first bytes) does not hold them all."""
-    if len(head) < 132 or head[128:132] != b"DICM":
-        return None
-    values: dict[int, bytes] = {}
-    pos = 132
-    while pos + 8 <= len(head):
-        group, number = struct.unpack_from("<HH", head, pos)
-        vr = head[pos + 4:pos + 6]
-        if group != 2:
-            return values, pos
-        if not (vr.isalpha() and vr.isupper()):  # not explicit VR: pydicom decides
-            return None
-        if vr in _LONG_VRS:
-            if pos + 12 > len(head):
-                return None
-            length = struct.unpack_from("<L", head, pos + 8)[0]
-            pos += 12
-        else:
-            length = struct.unpack_from("<H", head, pos + 6)[0]
-            pos += 8
-        if length == 0xFFFFFFFF or pos + length > len(head):
-            return None
-        values[number] = head[pos:pos + length]
-        pos += length
-    return (values, pos) if pos == len(head) else None
+    return command([(AFFECTED_SOP_CLASS, sop_class.encode("ascii")), (COMMAND_FIELD, us(0x0001)),
+                    (MESSAGE_ID, us(msg_id)), (0x0700, us(0x0002)), (DATA_SET_TYPE, us(0x0001)),
+                    (AFFECTED_SOP_INSTANCE, sop_uid.encode("ascii"))])
 
 
 def _store_answer(pdu: bytes, msg_id: int) -> dict | None:
     """Status and ErrorComment of a C-STORE-RSP to msg_id that is one whole command in one P-DATA-TF PDU."""
     if len(pdu) < 12 or pdu[0] != 0x04 or struct.unpack_from(">L", pdu, 6)[0] != len(pdu) - 10 or pdu[11] != 0x03:
         return None
-    elements: dict[int, bytes] = {}
-    pos = 12
-    while pos + 8 <= len(pdu):
-        group, number, length = struct.unpack_from("<HHL", pdu, pos)
-        pos += 8
-        if group != 0 or pos + length > len(pdu):
-            return None
-        elements[number] = pdu[pos:pos + length]
-        pos += length
-
-    def us(number: int) -> int | None:
-        value = elements.get(number, b"")
-        return struct.unpack("<H", value)[0] if len(value) == 2 else None
-
-    if pos != len(pdu) or us(0x0100) != 0x8001 or us(0x0120) != msg_id or us(0x0900) is None:
+    elements = command_elements(pdu, 12)
+    if elements is None or us_value(elements, COMMAND_FIELD) != 0x8001 or us_value(elements, RESPONDED_TO) != msg_id \
+            or us_value(elements, STATUS) is None:
         return None
-    return {"Status": us(0x0900), "ErrorComment": elements.get(0x0902, b"").decode("latin-1").strip(" \0")}
+    return {"Status": us_value(elements, STATUS), "ErrorComment": text_value(elements, ERROR_COMMENT)}
 
 
 # -- STOW-RS ----------------------------------------------------------------------------------------------

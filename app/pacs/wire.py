@@ -1,0 +1,211 @@
+"""Talking DIMSE on an association's socket directly, while pynetdicom's DUL thread waits at a gate.
+
+pynetdicom passes every PDU through its DUL thread and two queues and decodes each message with pydicom: about
+a millisecond a message, as much as a PACS takes to store or send a small instance. For the bulk messages of a
+C-STORE send (app.pacs.send) and of a C-GET (app.pacs.retrieve), the thread doing the work writes and reads the
+PDUs itself. Anything unusual goes back to pynetdicom as its DUL thread would have read it, and it takes over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+
+# Element numbers of a command set (group 0000).
+AFFECTED_SOP_CLASS, COMMAND_FIELD, MESSAGE_ID, RESPONDED_TO = 0x0002, 0x0100, 0x0110, 0x0120
+DATA_SET_TYPE, STATUS, ERROR_COMMENT, AFFECTED_SOP_INSTANCE = 0x0800, 0x0900, 0x0902, 0x1000
+NO_DATA_SET = 0x0101
+
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+class Gate(threading.Event):
+    """Stands in for the association's `_dul_ready` event, which pynetdicom's DUL thread checks at the top of
+    its loop: while closed, that thread waits there and leaves the socket to us."""
+
+    def __init__(self, thread: threading.Thread):
+        super().__init__()
+        super().set()
+        self.thread = thread
+        self.opened, self.parked = threading.Event(), threading.Event()
+        self.opened.set()
+
+    def is_set(self) -> bool:
+        if threading.current_thread() is self.thread and not self.opened.is_set():
+            self.parked.set()
+            self.opened.wait()
+        return super().is_set()
+
+
+class Wire:
+    """An established association's socket, taken from pynetdicom's DUL thread while it is parked."""
+
+    def __init__(self, assoc, dul, sock: socket.socket, max_pdu: int):
+        self.assoc, self.dul, self.sock, self.max_pdu = assoc, dul, sock, max_pdu  # max_pdu 0: no limit
+        self.gate = Gate(dul)
+        self.is_parked, self.lost = False, False
+        self.saved_timeout = sock.gettimeout()
+
+    @classmethod
+    def fits(cls, assoc) -> bool:
+        """Whatever else a kind of wire needs of this pynetdicom."""
+        return True
+
+    @classmethod
+    @contextlib.contextmanager
+    def taken(cls, assoc):
+        """The wire of an established association, or None when this pynetdicom's internals differ."""
+        dul = getattr(assoc, "dul", None)
+        sock = getattr(getattr(dul, "socket", None), "socket", None)
+        parts = ("_decode_pdu", "event_queue", "_recv_pdu", "to_provider_queue", "state_machine", "_idle_timer")
+        max_pdu = getattr(getattr(assoc, "dimse", None), "maximum_pdu_size", None)
+        if (not isinstance(getattr(assoc, "_dul_ready", None), threading.Event) or not isinstance(sock, socket.socket)
+                or not isinstance(dul, threading.Thread) or not all(hasattr(dul, name) for name in parts)
+                or not hasattr(assoc, "_handle_no_response") or not hasattr(assoc.dimse, "msg_queue")
+                or not isinstance(max_pdu, int) or 0 < max_pdu < 256 or not cls.fits(assoc)):
+            yield None  # an odd peer or another pynetdicom: pynetdicom's own way
+            return
+        wire = cls(assoc, dul, sock, max_pdu)
+        ready, assoc._dul_ready = assoc._dul_ready, wire.gate
+        try:
+            yield wire
+        finally:
+            wire.unpark()
+            assoc._dul_ready = ready
+
+    def park(self) -> bool:
+        """Stop the DUL thread at its gate; False (and it runs on) unless it then has nothing left to do."""
+        if self.is_parked:
+            return True
+        if self.lost:
+            return False
+        self.gate.opened.clear()
+        while not self.gate.parked.wait(0.05):
+            if not self.dul.is_alive():
+                self.unpark()
+                return False
+        dul = self.dul
+        if not (dul.state_machine.current_state == "Sta6" and dul.event_queue.empty() and dul._recv_pdu.empty()
+                and dul.to_provider_queue.empty() and self.assoc.dimse.msg_queue.empty()):
+            self.unpark()
+            return False
+        self.is_parked = True
+        self.sock.settimeout(self.assoc.dimse_timeout)
+        return True
+
+    def unpark(self) -> None:
+        if self.is_parked:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(self.saved_timeout)
+        self.is_parked = False
+        self.gate.parked.clear()
+        self.gate.opened.set()
+
+    def _recv(self, count: int, first: bool = False) -> bytes:
+        data = bytearray()
+        while len(data) < count:
+            try:
+                got = self.sock.recv(count - len(data))
+            except TimeoutError:
+                if first and not data:
+                    raise
+                raise OSError("timed out within a PDU") from None
+            if not got:
+                raise OSError("connection closed")
+            data += got
+        return bytes(data)
+
+    def _hand_over(self, pdu: bytes) -> None:
+        """A PDU read here goes to pynetdicom as if its DUL thread had read it (an A-ABORT, a release ...)."""
+        try:
+            decoded, event = self.dul._decode_pdu(bytearray(pdu))
+        except Exception:  # noqa: BLE001 - pynetdicom's DUL treats it the same way
+            self.dul.event_queue.put("Evt19")
+            return
+        self.dul.event_queue.put(event)
+        self.dul._recv_pdu.put(decoded)
+
+
+def command(elements: list[tuple[int, bytes]]) -> bytes:
+    """A command set (group 0000, implicit VR little endian, as pynetdicom encodes it) of (element, value)
+    pairs in element order; odd-length values (UIDs) padded with NUL."""
+    body = b"".join(struct.pack("<HHL", 0, number, len(value) + len(value) % 2) + value + b"\0" * (len(value) % 2)
+                    for number, value in elements)
+    return struct.pack("<HHLL", 0, 0x0000, 4, len(body)) + body
+
+
+def us(value: int) -> bytes:
+    return struct.pack("<H", value)
+
+
+def command_elements(data, pos: int = 0) -> dict[int, bytes] | None:
+    """The elements of a command set from `pos` to the end of `data` by element number; None unless it is one."""
+    elements: dict[int, bytes] = {}
+    end = len(data)
+    while pos + 8 <= end:
+        group, number, length = struct.unpack_from("<HHL", data, pos)
+        pos += 8
+        if group != 0 or pos + length > end:
+            return None
+        elements[number] = bytes(data[pos:pos + length])
+        pos += length
+    return elements if pos == end else None
+
+
+def us_value(elements: dict[int, bytes], number: int) -> int | None:
+    value = elements.get(number, b"")
+    return struct.unpack("<H", value)[0] if len(value) == 2 else None
+
+
+def text_value(elements: dict[int, bytes], number: int) -> str:
+    return elements.get(number, b"").decode("latin-1").strip(" \0")
+
+
+def pdus(context_id: int, data, last: int, more: int, max_pdu: int):
+    """P-DATA-TF PDUs of one PDV each, fragments of at most max_pdu - 6 bytes (0: one), header `last` on the
+    final fragment and `more` on the others."""
+    step = max_pdu - 6 if max_pdu else max(len(data), 1)
+    for start in range(0, len(data), step):
+        chunk = data[start:start + step]
+        flag = last if start + step >= len(data) else more
+        yield struct.pack(">BBLLBB", 4, 0, len(chunk) + 6, len(chunk) + 2, context_id, flag)
+        yield chunk
+
+
+def message(context_id: int, command_set: bytes, data_set: bytes | None, max_pdu: int) -> bytes:
+    """A whole DIMSE message (command set, then the data set if any) as P-DATA-TF PDUs."""
+    out = b"".join(pdus(context_id, command_set, 0x03, 0x01, max_pdu))
+    if data_set:
+        out += b"".join(pdus(context_id, data_set, 0x02, 0x00, max_pdu))
+    return out
+
+
+def file_meta(head: bytes) -> tuple[dict[int, bytes], int] | None:
+    """The group 0002 values of a Part 10 file by element number, and where its data set starts; None when
+    `head` (the file's first bytes) does not hold them all."""
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return None
+    values: dict[int, bytes] = {}
+    pos = 132
+    while pos + 8 <= len(head):
+        group, number = struct.unpack_from("<HH", head, pos)
+        vr = head[pos + 4:pos + 6]
+        if group != 2:
+            return values, pos
+        if not (vr.isalpha() and vr.isupper()):  # not explicit VR: pydicom decides
+            return None
+        if vr in _LONG_VRS:
+            if pos + 12 > len(head):
+                return None
+            length = struct.unpack_from("<L", head, pos + 8)[0]
+            pos += 12
+        else:
+            length = struct.unpack_from("<H", head, pos + 6)[0]
+            pos += 8
+        if length == 0xFFFFFFFF or pos + length > len(head):
+            return None
+        values[number] = head[pos:pos + length]
+        pos += length
+    return (values, pos) if pos == len(head) else None
