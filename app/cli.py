@@ -14,7 +14,7 @@ from app.errors import LightboxError, UsageError
 log = logging.getLogger("app.cli")
 
 COMMANDS = ("info", "render", "view", "import", "library", "export", "open", "register-scheme", "unregister-scheme",
-            "pacs", "send", "outbox", "query", "retrieve", "worklist", "receive")
+            "pacs", "send", "outbox", "query", "retrieve", "worklist", "receive", "measurements")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,7 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--window", metavar="CENTER,WIDTH", help="png/jpeg: window centre and width")
     group.add_argument("--preset", metavar="NAME", help="png/jpeg: a preset by name (e.g. Lung)")
+    p.add_argument("--measurements", action="store_true", help="png/jpeg: draw the measurements and their values")
     p.add_argument("--json", action="store_true", help="what was written, as JSON")
+
+    p = sub.add_parser("measurements", help="a study's measurements with their values, as CSV or JSON")
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (replacing it) instead of the terminal")
 
     p = sub.add_parser("open", help="open a lightbox:// link (also: lightbox URI, as the system calls it)")
     p.add_argument("uri", metavar="URI")
@@ -533,13 +539,28 @@ def cmd_export(args) -> int:
     voi = _window_arg(args.window) if args.window else None
     result = _run_job("Exporting", lambda reporter: export_study(
         args.study_uid, args.to, format=args.format, anonymize=args.anonymize, voi=voi, preset=args.preset,
-        reporter=reporter))
+        reporter=reporter, measurements=args.measurements))
     if args.json:
         _print_json(result.as_dict())
     else:
         for warning in result.warnings:
             print(f"warning: {warning}")
         print(result.summary())
+    return 0
+
+
+# -- measurements ---------------------------------------------------------------------------------
+
+def cmd_measurements(args) -> int:
+    from app.measure.export import export_measurements
+
+    result = export_measurements(args.study_uid, format=args.format, to=args.output)
+    if result.path is not None:
+        print(f"Wrote {result.count} measurement{'s' if result.count != 1 else ''} to {result.path}")
+    else:
+        if hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(encoding="utf-8")  # degrees, ², ± and names as they are
+        sys.stdout.write(result.text)
     return 0
 
 
@@ -933,4 +954,4 @@ _COMMANDS = {"info": cmd_info, "render": cmd_render, "view": cmd_view, "import":
              "library": cmd_library, "export": cmd_export, "open": cmd_open, "register-scheme": cmd_scheme,
              "unregister-scheme": cmd_scheme, "pacs": cmd_pacs, "send": cmd_send, "outbox": cmd_outbox,
              "query": cmd_query, "retrieve": cmd_retrieve, "worklist": cmd_worklist,
-             "receive": cmd_receive}
+             "receive": cmd_receive, "measurements": cmd_measurements}
