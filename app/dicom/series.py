@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from app.dicom.document import PDF, document_type
 from app.dicom.patient import Patient, patient_of
 from app.dicom.pixels import Image
 from app.dicom.reading import read
@@ -31,6 +32,7 @@ class Instance:
     instance_number: int | None
     frames: int
     position: float | None = None
+    document: str = ""  # MIME type of an encapsulated document (a PDF) instead of an image
 
     def image(self) -> Image:
         """The decodable image, read in full once and kept in a small shared cache."""
@@ -73,6 +75,22 @@ class Series:
                 return inst, position
             position -= inst.frames
         raise AssertionError("unreachable")
+
+    def slice_position(self, position: int) -> float | None:
+        """Where the image at `position` lies along the slice normal (mm), when the files say."""
+        return self.locate(position)[0].position if 0 <= position < self.frame_count else None
+
+    @property
+    def has_positions(self) -> bool:
+        return len(self.instances) > 1 and all(i.position is not None and i.frames == 1 for i in self.instances)
+
+    def nearest_position(self, mm: float) -> int:
+        """The position of the image whose slice lies nearest `mm` (needs `has_positions`)."""
+        return min(range(len(self.instances)), key=lambda n: abs(self.instances[n].position - mm))
+
+    @property
+    def is_document(self) -> bool:
+        return bool(self.instances) and all(i.document for i in self.instances)
 
     @property
     def title(self) -> str:
@@ -147,7 +165,8 @@ def open_paths(paths: list[str | os.PathLike], reporter=None) -> Opened:
         except LightboxError as exc:
             problems.append((str(path), getattr(exc, "reason", str(exc))))
             continue
-        if "Rows" not in ds:
+        document = document_type(ds)
+        if "Rows" not in ds and document != PDF:
             problems.append((str(path), "contains no image"))
             continue
         sop = str(ds.get("SOPInstanceUID", "")) or str(path)
@@ -164,7 +183,8 @@ def open_paths(paths: list[str | os.PathLike], reporter=None) -> Opened:
                 study_description=str(ds.get("StudyDescription", "")),
             )
         series.instances.append(Instance(path, sop, _int(ds.get("InstanceNumber")),
-                                         _int(ds.get("NumberOfFrames")) or 1, slice_position(ds)))
+                                         1 if document else _int(ds.get("NumberOfFrames")) or 1,
+                                         None if document else slice_position(ds), document))
     for series in by_uid.values():
         series.instances.sort(key=lambda i: (i.instance_number is None, i.instance_number or 0,
                                              i.position or 0.0, i.sop_instance_uid))

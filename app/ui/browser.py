@@ -245,7 +245,20 @@ class StudyTableModel(QAbstractTableModel):
     def flags(self, index: QModelIndex):
         if not index.isValid():
             return Qt.ItemFlag.NoItemFlags
-        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsDragEnabled
+
+    # a study dragged onto a viewport of the viewer
+    def mimeTypes(self):  # noqa: N802
+        from app.ui.viewer.viewport import SERIES_MIME
+
+        return [SERIES_MIME]
+
+    def mimeData(self, indexes):  # noqa: N802
+        study = next((self.study(i.row()) for i in indexes if i.isValid()), None)
+        return series_mime_data("", study.uid) if study is not None else None
+
+    def supportedDragActions(self):  # noqa: N802
+        return Qt.DropAction.CopyAction
 
     def text(self, study: StudyRecord, column: int) -> str:
         p = study.patient
@@ -320,6 +333,9 @@ class StudyTable(QTableView):
         header.setSectionResizeMode(StudyTableModel.DESCRIPTION, QHeaderView.ResizeMode.Stretch)
         self.setSortingEnabled(True)
         self.sortByColumn(StudyTableModel.DATE, Qt.SortOrder.DescendingOrder)
+        self.setDragEnabled(True)  # a study onto a viewport (over the Viewer button, the page turns)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.setDefaultDropAction(Qt.DropAction.CopyAction)
 
     def fit_columns(self) -> None:
         """Widths from what the columns hold, within reason; Description takes what is left."""

@@ -182,6 +182,7 @@ class ExportOptions:
     format: str  # dicom | dicomdir | zip | png | jpeg
     destination: Path  # a folder; for one study as ZIP also a path ending in .zip
     anonymize: bool = False
+    measurements: bool = False  # png/jpeg: the measurements drawn in, with their values
 
     def target(self, study: StudyRecord, index: int, count: int) -> Path:
         """Where one of `count` studies goes: the destination itself when it is the only one, else a
@@ -223,6 +224,9 @@ class ExportDialog(QDialog):
                                    self)
         self.anonymize.toggled.connect(self._anonymize_toggled)
         form.addRow("", self.anonymize)
+        self.measurements = QCheckBox("Draw the measurements on the images, with their values", self)
+        self.measurements.setChecked(True)
+        form.addRow("", self.measurements)
         self.hint = QLabel(self)
         self.hint.setWordWrap(True)
         self.hint.setStyleSheet("color: #a0a0a0;")
@@ -270,6 +274,7 @@ class ExportDialog(QDialog):
         self.anonymize.setEnabled(self._dicom)
         if not self._dicom:
             self.anonymize.setChecked(False)
+        self.measurements.setVisible(not self._dicom)
         current = self.destination.text().strip()
         if not self._typed or not current:
             self.destination.setText(str(self._default_destination()))
@@ -300,7 +305,8 @@ class ExportDialog(QDialog):
 
     def options(self) -> ExportOptions:
         return ExportOptions(self._key, Path(self.destination.text().strip()).expanduser(),
-                             self._dicom and self.anonymize.isChecked())
+                             self._dicom and self.anonymize.isChecked(),
+                             not self._dicom and self.measurements.isChecked())
 
     @classmethod
     def ask(cls, studies: list[StudyRecord], parent=None) -> ExportOptions | None:

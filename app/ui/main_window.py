@@ -1,6 +1,6 @@
-"""The main window: two pages, the library browser and the viewer (series strip, one viewport, or two side by
-side to compare with a prior, tools), menus, import/export/remove jobs with progress in the status bar, drag
-and drop; the PACS: query/retrieve, the worklist and the order photos are taken for."""
+"""The main window: two pages, the library browser and the viewer (series strip, a grid of up to four
+viewports, one active, tools and cine acting on it, a prior side by side), menus, import/export/remove jobs
+with progress in the status bar, drag and drop; the PACS: query/retrieve, the worklist and the order photos are taken for."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QEvent, QSettings, Qt, QTimer, QUrl, Slot
-from PySide6.QtGui import QAction, QActionGroup, QColor, QImage, QKeySequence, QPalette
+from PySide6.QtGui import QAction, QActionGroup, QColor, QImage, QKeySequence, QPalette, QUndoStack
 from PySide6.QtWidgets import (
     QApplication, QDialog, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu, QMessageBox,
-    QProgressBar, QSplitter, QStackedWidget, QToolButton, QWidget,
+    QProgressBar, QStackedWidget, QToolButton, QWidget,
 )
 
 from app import __version__, paths
@@ -27,42 +27,22 @@ from app.errors import LightboxError
 from app.jobs import Job, State
 from app.ui.browser import Browser, person, study_line
 from app.ui.import_export import (
-    ConflictDialog, ExportDialog, ExportOptions, FailedFilesDialog, capture_context_for, study_name,
+    ConflictDialog, ExportDialog, ExportOptions, FailedFilesDialog, capture_context_for, file_stem, study_name,
 )
 from app.ui.jobs import JobRelay
 from app.ui.outbox_panel import OutboxPanel, OutboxRunner, queue_sends
 from app.ui.receive import ReceiveService
-from app.ui.viewer.prior_pane import PriorPane
+from app.ui.viewer.cine import SPEEDS
+from app.ui.viewer.layout import LAYOUTS, ViewerGrid, layout_icon
+from app.ui.viewer.measure_layer import Measurements
+from app.ui.viewer.measure_tool import KEYS as MEASURE_KEYS
+from app.ui.viewer.measure_tool import BUTTON_TEXT, TOOL_ACTIONS, MeasureTool, tool_icon
 from app.ui.viewer.series_strip import SeriesStrip
-from app.ui.viewer.viewport import Viewport, dropped_series
+from app.ui.viewer.tools import BUILT_IN
+from app.ui.viewer.viewport import KEYS, Viewport, dropped_series
 from app.ui.worklist_panel import Order, WorklistPanel
 
 log = logging.getLogger(__name__)
-
-SHORTCUTS = [
-    ("Left drag", "Window/level: right = wider, down = higher level"),
-    ("Ctrl + left drag, middle drag", "Pan"),
-    ("Right drag", "Zoom"),
-    ("Wheel", "Next/previous image in a stack; zoom on a single image"),
-    ("Ctrl + wheel", "Zoom at the pointer"),
-    ("Arrow keys, Page Up/Down, Home/End", "Page through images and frames"),
-    ("F / double-click", "Fit to window"),
-    ("1", "Actual size (1:1)"),
-    ("R / Shift+R", "Rotate 90° right / left"),
-    ("H / V", "Flip horizontally / vertically"),
-    ("I", "Invert"),
-    ("Ctrl+1 … Ctrl+9", "Window presets"),
-    ("Esc", "Reset the view"),
-    ("W / P / Z", "Left button tool: window/level, pan, zoom"),
-    ("Ctrl+O / Ctrl+Shift+O", "Open files / a folder (without importing them)"),
-    ("Ctrl+L / Ctrl+Shift+V", "Show the library / the viewer"),
-    ("Ctrl+F", "Search the library"),
-    ("Enter / double-click", "Open the study chosen in the library"),
-    ("Ctrl+I / Ctrl+Shift+I", "Import files / a folder into the library"),
-    ("Ctrl+E", "Export the studies chosen in the library"),
-    ("Delete", "Remove the studies chosen in the library"),
-]
-
 
 class MainWindow(QMainWindow):
     def __init__(self):
@@ -79,10 +59,16 @@ class MainWindow(QMainWindow):
         self.order: Order | None = None  # the worklist order photos are imported for
         self.query_dialog = None  # the Query / Retrieve dialog, made when first asked for
 
-        self.viewport = Viewport(self)
-        self.viewport.changed.connect(self._refresh)
-        self.viewport.problem.connect(self._show_problem)
-        self.viewport.series_dropped.connect(self.show_dropped_series)
+        self.prior_uid = ""  # the prior study shown beside the current one ("Compare with prior")
+
+        # The viewer page: up to four viewports; toolbar, presets, keys and the series strip act on the active one.
+        self.grid = ViewerGrid(self)
+        self.grid.changed.connect(self._refresh)
+        self.grid.problem.connect(self._show_problem)
+        self.grid.series_dropped.connect(lambda v, series, study: self.show_dropped_series(series, study, v))
+        self.grid.active_changed.connect(self._active_changed)
+        self.grid.shown_changed.connect(lambda: self.strip.set_shown(s.uid for s in self.grid.shown_series()))
+        self.viewer_page = self.grid
 
         self.browser = Browser(self)
         self.browser.open_requested.connect(self.open_study)
@@ -92,16 +78,15 @@ class MainWindow(QMainWindow):
         self.browser.selection_changed.connect(self._refresh)
         self.browser.problem.connect(self._show_problem)
 
-        # The viewer page: the viewport, and a prior study beside it while comparing.
-        self.prior_pane = PriorPane(self)
-        self.prior_pane.hide()
-        self.prior_pane.closed.connect(self.close_comparison)
-        self.prior_pane.viewport.problem.connect(self._show_problem)
-        self.prior_pane.viewport.series_dropped.connect(self._dropped_on_prior)
-        self.viewer_page = QSplitter(Qt.Orientation.Horizontal, self)
-        self.viewer_page.addWidget(self.viewport)
-        self.viewer_page.addWidget(self.prior_pane)
-        self.viewer_page.setChildrenCollapsible(False)
+        # Measurements: drawn over every viewport, kept in the library, every change undoable.
+        self.undo_stack = QUndoStack(self)
+        self.measurements = Measurements(self._outbox_library, self)
+        self.measurements.changed.connect(self._measurements_changed)
+        self.measurements.message.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
+        self.measure_tool = MeasureTool(self.measurements, self.undo_stack)
+        for v in self.grid.viewports:
+            v.layers.append(self.measurements.layer)
+            v.calibration_of = self.measurements.calibration
 
         self.pages = QStackedWidget(self)
         self.pages.addWidget(self.browser)
@@ -177,6 +162,11 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._refresh()
 
+    @property
+    def viewport(self) -> Viewport:
+        """The active viewport: what the toolbar, presets, keys and the series strip act on."""
+        return self.grid.active
+
     # -- actions ------------------------------------------------------------------------------
 
     def _action(self, text, slot, shortcut=None, tip=None, checkable=False) -> QAction:
@@ -190,7 +180,9 @@ class MainWindow(QMainWindow):
         return action
 
     def _build_actions(self) -> None:
-        v = self.viewport
+        def on_active(name, *args):
+            return lambda _=False: getattr(self.viewport, name)(*args)
+
         self.act_library = self._action("Library", self.show_library, "Ctrl+L",
                                         "Patients and studies in the library", checkable=True)
         self.act_viewer = self._action("Viewer", self.show_viewer, "Ctrl+Shift+V", "The images", checkable=True)
@@ -219,16 +211,77 @@ class MainWindow(QMainWindow):
                                checkable=True)
             self.tools.addAction(act)
             self.act_tool[name] = act
+        for kind, label, key, tip in TOOL_ACTIONS:
+            act = self._action(label, lambda _=False, k=kind: self.set_tool(k), key, tip, checkable=True)
+            icon = tool_icon(kind)
+            if icon is not None:
+                act.setIcon(icon)
+            act.setIconText(BUTTON_TEXT.get(kind, label))
+            self.tools.addAction(act)
+            self.act_tool[kind] = act
         self.act_tool["window"].setChecked(True)
-        self.act_fit = self._action("Fit", v.fit, "F", "Fit to window")
-        self.act_one = self._action("1:1", v.actual_size, "1", "Actual size")
-        self.act_rot_l = self._action("⟲ 90°", lambda: v.rotate(-90), "Shift+R", "Rotate left")
-        self.act_rot_r = self._action("⟳ 90°", lambda: v.rotate(90), "R", "Rotate right")
-        self.act_flip_h = self._action("Flip H", lambda: v.flip(True), "H", "Flip horizontally")
-        self.act_flip_v = self._action("Flip V", lambda: v.flip(False), "V", "Flip vertically")
-        self.act_invert = self._action("Invert", v.toggle_invert, "I", "Invert grey scale", checkable=True)
-        self.act_reset = self._action("Reset", v.reset, "Esc", "Reset the view")
-        self.act_shortcuts = self._action("Keyboard and mouse…", self.show_shortcuts, "F1")
+        self.act_undo = self.undo_stack.createUndoAction(self, "Undo")
+        self.act_undo.setShortcut(QKeySequence("Ctrl+Z"))
+        self.act_redo = self.undo_stack.createRedoAction(self, "Redo")
+        self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        self.addActions([self.act_undo, self.act_redo])
+        self.act_delete_measurement = self._action("Delete measurement", self.delete_measurement,
+                                                   tip="Delete the selected measurement (or press Delete)")
+        self.act_remove_calibration = self._action(
+            "Remove manual calibration", lambda: self.measure_tool.remove_calibration(self.viewport),
+            tip="Measure the image shown with its file's pixel size again (or in pixels)")
+        self.act_export_measurements = self._action(
+            "Export measurements…", lambda: self.export_measurements(),
+            tip="The open study's measurements as CSV or JSON, for a spreadsheet or a report")
+        self.act_fit = self._action("Fit", on_active("fit"), "F", "Fit to window")
+        self.act_one = self._action("1:1", on_active("actual_size"), "1", "Actual size")
+        self.act_rot_l = self._action("⟲ 90°", on_active("rotate", -90), "Ctrl+Shift+R", "Rotate left")
+        self.act_rot_r = self._action("⟳ 90°", on_active("rotate", 90), "Ctrl+R", "Rotate right")
+        self.act_flip_h = self._action("Flip H", on_active("flip", True), "H", "Flip horizontally")
+        self.act_flip_v = self._action("Flip V", on_active("flip", False), "V", "Flip vertically")
+        self.act_invert = self._action("Invert", on_active("toggle_invert"), "I", "Invert grey scale", checkable=True)
+        self.act_reset = self._action("Reset", on_active("reset"), "Esc", "Reset the view")
+        # Layouts, the active viewport, synchronisation.
+        self.layouts = QActionGroup(self)
+        self.act_layout = {}
+        for n, (name, (rows, columns)) in enumerate(LAYOUTS.items(), 1):
+            what = "One viewport" if rows * columns == 1 else f"{rows * columns} viewports, {rows} × {columns}"
+            act = self._action(name.replace("x", " × "), lambda _=False, n=name: self.set_layout(n), f"Alt+{n}",
+                               f"Layout: {what}", checkable=True)
+            act.setIcon(layout_icon(name))
+            self.layouts.addAction(act)
+            self.act_layout[name] = act
+        self.act_layout["1x1"].setChecked(True)
+        self.act_next_viewport = self._action("Next viewport", self.grid.activate_next, "Ctrl+Tab",
+                                              "Make the next viewport the active one")
+        self.act_sync = self._action("Sync", self.set_synchronised, "Y", "Synchronise the viewports: paging, "
+                                     "zoom/pan and window/level follow the active one", checkable=True)
+        self.act_sync_kind = {}
+        for kind, label in (("scroll", "Paging (slice position, else image number)"), ("zoom", "Zoom and pan"),
+                            ("window", "Window/level (same modality)")):
+            act = QAction(label, self)
+            act.setCheckable(True)
+            act.setChecked(True)
+            act.toggled.connect(lambda _on, _k=kind: self._sync_kinds_changed())
+            self.act_sync_kind[kind] = act
+        # Cine, on the active viewport.
+        self.act_play = self._action("Play", lambda: self.viewport.cine.toggle(), "Space",
+                                     "Play or pause the frames (cine), at the rate the file gives")
+        self.act_faster = self._action("Faster", lambda: self.viewport.cine.faster(), "]", "Play faster")
+        self.act_slower = self._action("Slower", lambda: self.viewport.cine.slower(), "[", "Play slower")
+        self.act_loop = self._action("Loop", lambda on: self.viewport.cine.set_loop(on), tip=(
+            "Start again at the first frame after the last"), checkable=True)
+        self.act_loop.setChecked(True)
+        self.speed_menu = QMenu("Speed", self)
+        self.speed_group = QActionGroup(self)
+        self.act_speed = {}
+        for speed in SPEEDS:
+            act = self.speed_menu.addAction(f"{speed:g} ×", lambda sp=speed: self.viewport.cine.set_speed(sp))
+            act.setCheckable(True)
+            self.speed_group.addAction(act)
+            self.act_speed[speed] = act
+        self.act_shortcuts = self._action("Keyboard shortcuts…", self.show_shortcuts, "F1",
+                                          "Every shortcut, and what the mouse does in a viewport")
         self.act_about = self._action("About Lightbox", self.show_about)
         self.act_pacs = self._action("PACS configurations…", self.show_pacs_configurations,
                                      tip="The PACS this computer works with: add, change, test")
@@ -236,7 +289,9 @@ class MainWindow(QMainWindow):
                                       "Search a PACS and bring studies into the library")
         self.act_compare = self._action("Compare with prior…", self.compare_with_prior, tip=(
             "Show another study of this patient beside this one (from the library or a PACS)"))
-        self.act_single = self._action("Single viewport", self.close_comparison, tip="Close the comparison")
+        self.act_compare.setIconText("Compare")  # the toolbar's label; menus say it in full
+        self.act_single = self._action("Single viewport", self.single_viewport, tip=(
+            "Back to one viewport (closes the comparison)"))
         self.preset_menu = QMenu("Presets", self)
         self.preset_menu.aboutToShow.connect(self._fill_presets)
         self.act_presets = [self._action(f"Preset {n}", lambda _=False, i=n - 1: self.apply_preset(i), f"Ctrl+{n}")
@@ -246,20 +301,36 @@ class MainWindow(QMainWindow):
         m = bar.addMenu("&File")
         m.addActions([self.act_import, self.act_import_dir])
         m.addSeparator()
-        m.addActions([self.act_export, self.act_remove])
+        m.addActions([self.act_export, self.act_export_measurements, self.act_remove])
         m.addSeparator()
         m.addActions([self.act_open, self.act_open_dir])
         m.addSeparator()
         m.addAction(self.act_quit)
+        m = bar.addMenu("&Edit")
+        m.addActions([self.act_undo, self.act_redo])
+        m.addSeparator()
+        m.addAction(self.act_delete_measurement)
         m = bar.addMenu("&View")
         m.addActions([self.act_library, self.act_viewer, self.act_search])
         m.addSeparator()
-        m.addActions(list(self.act_tool.values()))
+        m.addActions([self.act_tool[name] for name in BUILT_IN])
         m.addSeparator()
         m.addActions([self.act_fit, self.act_one, self.act_rot_l, self.act_rot_r, self.act_flip_h,
                       self.act_flip_v, self.act_invert, self.act_reset])
         m.addSeparator()
         m.addMenu(self.preset_menu)
+        m.addSeparator()
+        layout_menu = m.addMenu("Layout")
+        layout_menu.addActions(list(self.act_layout.values()))
+        layout_menu.addSeparator()
+        layout_menu.addAction(self.act_next_viewport)
+        layout_menu.addSeparator()
+        layout_menu.addAction(self.act_sync)
+        self.sync_menu = layout_menu.addMenu("Synchronise")
+        self.sync_menu.addActions(list(self.act_sync_kind.values()))
+        cine_menu = m.addMenu("Cine")
+        cine_menu.addActions([self.act_play, self.act_faster, self.act_slower, self.act_loop])
+        cine_menu.addMenu(self.speed_menu)
         m.addSeparator()
         m.addActions([self.act_compare, self.act_single])
         m.addSeparator()
@@ -267,6 +338,12 @@ class MainWindow(QMainWindow):
         self.act_outbox.setText("Outbox")
         self.act_outbox.setToolTip("Sends to PACS: progress, errors, retry, cancel")
         m.addAction(self.act_outbox)
+        m = bar.addMenu("&Measure")
+        for group in (("select",), ("length", "polyline", "angle", "cobb", "ellipse", "rectangle", "arrow", "text"),
+                      ("vhs", "norberg", "tpa"), ("calibrate", "calibrate_line")):
+            m.addActions([self.act_tool[kind] for kind in group])
+            m.addSeparator()
+        m.addAction(self.act_remove_calibration)
         m = bar.addMenu("&PACS")
         self.act_worklist = self.worklist_dock.toggleViewAction()
         self.act_worklist.setText("Worklist")
@@ -309,7 +386,7 @@ class MainWindow(QMainWindow):
         tb.setObjectName("tools")
         tb.setMovable(False)
         tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-        tb.addActions(list(self.act_tool.values()))
+        tb.addActions([self.act_tool[name] for name in BUILT_IN])
         tb.addSeparator()
         presets = QToolButton(self)
         presets.setText("Presets")
@@ -323,6 +400,46 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         tb.addAction(self.act_compare)
         self.tools_bar = tb
+
+        lb = self.addToolBar("Layout")
+        lb.setObjectName("layout")
+        lb.setMovable(False)
+        lb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+        lb.addActions(list(self.act_layout.values()))
+        lb.addSeparator()
+        lb.addAction(self.act_sync)
+        sync_button = lb.widgetForAction(self.act_sync)
+        if isinstance(sync_button, QToolButton):
+            sync_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+            sync_button.setMenu(self.sync_menu)
+            sync_button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
+        lb.addSeparator()
+        for act in (self.act_play, self.act_loop):
+            lb.addAction(act)
+            button = lb.widgetForAction(act)
+            if isinstance(button, QToolButton):
+                button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.speed_button = QToolButton(self)
+        self.speed_button.setToolTip("Cine speed ([ slower, ] faster)")
+        self.speed_button.setMenu(self.speed_menu)
+        self.speed_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.act_speed_button = lb.insertWidget(self.act_loop, self.speed_button)
+        self.layout_bar = lb
+
+        self.addToolBarBreak()
+        mb = self.addToolBar("Measure")
+        mb.setObjectName("measure")
+        mb.setMovable(False)
+        mb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+        for kind, *_rest in TOOL_ACTIONS:
+            if kind in ("select", "vhs", "calibrate"):
+                mb.addSeparator()
+            act = self.act_tool[kind]
+            mb.addAction(act)
+            button = mb.widgetForAction(act)
+            if act.icon().isNull() and isinstance(button, QToolButton):
+                button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.measure_bar = mb
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802
         if event.type() == QEvent.Type.FileOpen and watched is QApplication.instance():
@@ -348,9 +465,103 @@ class MainWindow(QMainWindow):
         return False
 
     def set_tool(self, name: str) -> None:
-        self.viewport.tool = name
-        self.prior_pane.viewport.tool = name
+        """The left button's tool: "window", "pan", "zoom", or a measurement tool (see TOOL_ACTIONS)."""
+        if name in BUILT_IN:
+            self.grid.set_tool(name)
+            self.statusBar().clearMessage()
+        else:
+            self.measure_tool.set_kind(name)
+            self.grid.set_tool(self.measure_tool)
         self.act_tool[name].setChecked(True)
+
+    # -- measurements ---------------------------------------------------------------------------
+
+    @Slot()
+    def _measurements_changed(self) -> None:
+        for v in self.grid.viewports:
+            v.update()
+
+    def forget_measurements(self) -> None:
+        """Studies open or close: measurements are read afresh from the library, and undo starts over."""
+        self.measure_tool.cancel()
+        self.measurements.forget()
+        self.undo_stack.clear()
+
+    def delete_measurement(self) -> None:
+        if not self.measure_tool.delete_selected():
+            self.statusBar().showMessage("Select a measurement first (click it with a measurement tool)", 5000)
+
+    def export_measurements(self, path=None, format: str | None = None) -> Job | None:
+        """File ▸ Export measurements: the open study's measurements as CSV or JSON (asks where without `path`)."""
+        from app.measure.export import export_measurements
+
+        s = self.viewport.series
+        library = self._outbox_library()
+        study = None
+        if s is not None and library is not None:
+            try:
+                study = library.study(s.study_uid)
+            except LightboxError:
+                study = None
+        if study is None:
+            self._show_problem("Measurements are exported from the library: import this study first "
+                               "(File ▸ Import), then measure it there." if s is not None else
+                               "Open a study of the library to export its measurements.", dialog=path is None)
+            return None
+        if path is None:
+            from PySide6.QtCore import QStandardPaths
+
+            folder = Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+                          or Path.home())
+            chosen, kind = QFileDialog.getSaveFileName(self, "Export measurements",
+                                                       str(folder / f"{file_stem(study)}_measurements.csv"),
+                                                       "CSV for spreadsheets (*.csv);;JSON (*.json)")
+            if not chosen:
+                return None
+            path = Path(chosen)
+            if not path.suffix:
+                path = path.with_suffix(".json" if "json" in kind.lower() else ".csv")
+        path = Path(path)
+        format = format or ("json" if path.suffix.lower() == ".json" else "csv")
+        job = Job(lambda reporter: export_measurements(study.uid, format=format, to=path), "Exporting measurements")
+        self._run(job, self._measurements_exported, cancellable=False)
+        return job
+
+    @Slot(object)
+    def _measurements_exported(self, job: Job) -> None:
+        if job.state != State.DONE:
+            self._show_problem(f"The measurements were not exported.\n\n{job.error}", dialog=True)
+            return
+        done = job.result
+        self.statusBar().showMessage(f"Exported {done.count} measurement{'s' if done.count != 1 else ''} "
+                                     f"to {done.path}", 15000)
+
+    # -- layouts, the active viewport, synchronisation ---------------------------------------------
+
+    def set_layout(self, name: str) -> None:
+        self.grid.set_layout(name)
+        self.act_layout[name].setChecked(True)
+        if len(self.grid.visible) == 1 and self.prior_uid and self.viewport.series is not None \
+                and self.viewport.series.study_uid != self.prior_uid:
+            self.close_comparison()
+        self.show_viewer()
+
+    def single_viewport(self) -> None:
+        if self.prior_uid:
+            self.close_comparison()
+        else:
+            self.set_layout("1x1")
+
+    def set_synchronised(self, on: bool) -> None:
+        self.grid.set_synchronised(on, [k for k, a in self.act_sync_kind.items() if a.isChecked()])
+        self.act_sync.setChecked(self.grid.synchronised)
+
+    def _sync_kinds_changed(self) -> None:
+        self.grid.set_synchronised(self.grid.synchronised, [k for k, a in self.act_sync_kind.items() if a.isChecked()])
+
+    @Slot(object)
+    def _active_changed(self, viewport: Viewport) -> None:
+        self.strip.select(viewport.series)
 
     def _fill_presets(self) -> None:
         self.preset_menu.clear()
@@ -385,6 +596,7 @@ class MainWindow(QMainWindow):
         self.pages.setCurrentWidget(self.browser)
         self.series_dock.hide()
         self.tools_bar.hide()
+        self.measure_bar.hide()
         self.act_library.setChecked(True)
         if first:
             self.browser.refresh()
@@ -395,9 +607,21 @@ class MainWindow(QMainWindow):
         self.pages.setCurrentWidget(self.viewer_page)
         self.series_dock.show()
         self.tools_bar.show()
+        self.measure_bar.show()
         self.act_viewer.setChecked(True)
         self.viewport.setFocus()
         self._refresh()
+
+    def _library_series(self, study_uid: str) -> list[Series]:
+        """A study's series as the viewer shows them: the library's images, and its PDF documents (which the
+        library's viewer_series leaves out), read from their headers."""
+        library = self.browser.library
+        series = library.viewer_series(study_uid)
+        documents = [str(r.path) for r in library.instances(study_uid=study_uid) if not r.rows]
+        known = {s.uid for s in series}
+        if documents:
+            series += [s for s in open_paths(documents).series if s.is_document and s.uid not in known]
+        return series
 
     def search_library(self) -> None:
         self.show_library()
@@ -520,7 +744,7 @@ class MainWindow(QMainWindow):
         if not study_uid:
             return False
         try:
-            series = self.browser.library.viewer_series(study_uid)
+            series = self._library_series(study_uid)
             study = self.browser.library.study(study_uid)
         except LightboxError as exc:
             self._show_problem(str(exc), dialog=True)
@@ -529,37 +753,51 @@ class MainWindow(QMainWindow):
             self._show_problem("This study has no images to show.", dialog=True)
             return False
         self.close_comparison()
+        self.forget_measurements()
         self.series = series
         self.strip.set_series(series)
         target = next((s for s in series if s.uid == series_uid), series[0])
+        # The chosen series in the first viewport, the study's next ones in the others the layout shows.
+        self.grid.clear()
+        self.grid.set_active(self.grid.visible[0])
         self.show_viewer()
         self.show_series(target)
+        for v, other in zip(self.grid.visible[1:], [s for s in series if s is not target]):
+            v.set_series(other)
         self._make_thumbnails(series, from_library=True)
         self.statusBar().showMessage(f"{study.patient.animal_name or '(no name)'}: {study_line(study)}", 8000)
         return True
 
-    @Slot(str, str)
-    def show_dropped_series(self, series_uid: str, study_uid: str) -> None:
-        """A series dragged from the library onto the viewport: shown there, added to the open series."""
-        series = next((s for s in self.series if s.uid == series_uid), None)
+    def show_dropped_series(self, series_uid: str, study_uid: str, viewport: Viewport | None = None) -> None:
+        """A series (or, without `series_uid`, a whole study) dragged from the library or the series strip
+        onto a viewport: shown there (a study: its first series), added to the open series."""
+        viewport = viewport or self.viewport
+        series = next((s for s in self.series if s.uid == series_uid), None) if series_uid else None
         if series is None and study_uid:
             try:
-                series = next((s for s in self.browser.library.viewer_series(study_uid) if s.uid == series_uid), None)
+                found = self._library_series(study_uid)
             except LightboxError as exc:
                 self._show_problem(str(exc), dialog=True)
                 return
-            if series is not None:
-                self.series.append(series)
+            known = {s.uid for s in self.series}
+            new = [s for s in found if s.uid not in known] if not series_uid else \
+                [s for s in found if s.uid == series_uid]
+            if new:
+                self.series += new
                 self.strip.set_series(self.series)
-                self._make_thumbnails([series], from_library=True)
+                self._make_thumbnails(new, from_library=True)
+            series = next((s for s in self.series if s.uid == series_uid), None) if series_uid else \
+                next((s for s in self.series if s.study_uid == study_uid), None)
         if series is None:
-            self._show_problem("That series is no longer in the library.")
+            self._show_problem("That series is no longer in the library." if series_uid else
+                               "That study has no images to show.")
             return
         self.show_viewer()
-        self.show_series(series)
+        self.show_series(series, viewport)
 
     def _make_thumbnails(self, series: list[Series], from_library: bool = False) -> None:
         cache = self.browser.thumbnails if from_library else None
+        series = [s for s in series if not s.is_document]  # the strip draws those itself
 
         def work(reporter):
             out = {}
@@ -584,10 +822,15 @@ class MainWindow(QMainWindow):
             self.strip.set_thumbnail(uid, pixels)
 
     @Slot(object)
-    def show_series(self, series: Series) -> None:
-        self.viewport.set_series(series)
+    def show_series(self, series: Series, viewport: Viewport | None = None) -> None:
+        """Show a series in a viewport (the active one by default), which becomes the active one; a viewport
+        already showing it keeps its frame, window and zoom."""
+        v = viewport or self.viewport
+        if v.series is None or v.series.uid != series.uid:
+            v.set_series(series)
+        self.grid.set_active(v)
         self.strip.select(series)
-        self.viewport.setFocus()
+        v.setFocus()
 
     # -- the library: import, export, remove ---------------------------------------------------
 
@@ -651,7 +894,7 @@ class MainWindow(QMainWindow):
         self.browser.refresh(select=result.study_uids[:1])
         shown_at = time.perf_counter()
         if os.environ.get("LIGHTBOX_TIMINGS"):
-            self.viewport.painted.connect(self._log_link_timing)
+            self.grid.painted.connect(self._log_link_timing)
             self._timing = {**timing, **result.timings, "import_done": shown_at}
         if self.open_study(result.study_uids[0]):
             message = f"From the link: {result.imported.summary()}"
@@ -666,7 +909,7 @@ class MainWindow(QMainWindow):
     @Slot()
     def _log_link_timing(self) -> None:
         """One JSON line per link shown, to the file LIGHTBOX_TIMINGS names (for bench/)."""
-        self.viewport.painted.disconnect(self._log_link_timing)
+        self.grid.painted.disconnect(self._log_link_timing)
         t = self._timing
         now = time.perf_counter()
         record = {"handover_ms": None if t["handover"] is None else round(t["handover"] * 1000, 1),
@@ -795,7 +1038,8 @@ class MainWindow(QMainWindow):
             for n, study in enumerate(studies):
                 reporter.update(0, None, f"Exporting {study_name(study)} ({n + 1} of {len(studies)})")
                 results.append(export_study(study.uid, options.target(study, n, len(studies)),
-                                            format=options.format, anonymize=options.anonymize, reporter=reporter))
+                                            format=options.format, anonymize=options.anonymize, reporter=reporter,
+                                            measurements=options.measurements))
             return results
 
         job = Job(work, "Exporting")
@@ -860,16 +1104,17 @@ class MainWindow(QMainWindow):
         keep = [s for s in self.series if s.study_uid not in uids]
         if len(keep) == len(self.series):
             return
-        if self.prior_pane.study_uid in uids:
+        if self.prior_uid in uids:
             self.close_comparison()
-        shown = self.viewport.series
+        self.forget_measurements()
         self.series = keep
         self.strip.set_series(keep)
-        if shown is not None and shown.study_uid in uids:
-            if keep:
-                self.show_series(keep[0])
-            else:
-                self.viewport.set_series(None)
+        for v in self.grid.viewports:
+            if v.series is not None and v.series.study_uid in uids:
+                v.caption = ""
+                v.set_series(None)
+        if self.viewport.series is None and keep:
+            self.show_series(keep[0])
 
     @Slot(object)
     def _removed(self, job: Job) -> None:
@@ -902,11 +1147,32 @@ class MainWindow(QMainWindow):
         for act in (*self.act_tool.values(), *self.act_presets):
             act.setEnabled(viewer)
         self.act_invert.setChecked(v.invert)
+        self.act_export_measurements.setEnabled(s is not None and not s.is_document)
+        self.act_remove_calibration.setEnabled(has)
+        self.act_delete_measurement.setEnabled(viewer)
         chosen = not viewer and bool(self.browser.selected_uids())
         self.act_export.setEnabled(chosen)
         self.act_remove.setEnabled(chosen)
-        self.act_compare.setEnabled(s is not None)
-        self.act_single.setEnabled(self.comparing)
+        self.act_compare.setEnabled(s is not None and not s.is_document)
+        several = len(self.grid.visible) > 1
+        self.act_single.setEnabled(several or bool(self.prior_uid))
+        self.act_layout[self.grid.layout_name].setChecked(True)
+        for act in (*self.act_layout.values(), self.act_sync):
+            act.setEnabled(viewer)
+        self.act_next_viewport.setEnabled(viewer and several)
+        self.act_sync.setChecked(self.grid.synchronised)
+        cine = v.cine
+        playable = viewer and (cine.can_play or cine.playing)
+        for act in (self.act_play, self.act_faster, self.act_slower, self.act_loop):
+            act.setEnabled(playable)
+        self.speed_button.setEnabled(playable)
+        self.act_play.setText("Pause" if cine.playing else "Play")
+        self.act_play.setToolTip(("Pause" if cine.playing else "Play") + " the frames (Space)" +
+                                 (f": {cine.describe()}" if playable else ""))
+        self.act_loop.setChecked(cine.loop)
+        self.speed_button.setText(f"{cine.speed:g}×")
+        if cine.speed in self.act_speed:
+            self.act_speed[cine.speed].setChecked(True)
 
     @Slot(str)
     def _show_problem(self, message: str, dialog: bool = False) -> None:
@@ -1039,7 +1305,8 @@ class MainWindow(QMainWindow):
 
     @property
     def comparing(self) -> bool:
-        return self.prior_pane.isVisibleTo(self.viewer_page)
+        """A prior is shown beside the current study."""
+        return bool(self.prior_uid) and len(self.grid.visible) > 1
 
     def compare_with_prior(self):
         """Choose another study of the open patient (library, then PACS) to show beside the open one."""
@@ -1063,44 +1330,74 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def show_prior(self, study_uid: str) -> bool:
-        """A study of the library on the right of the viewer, the open one staying on the left."""
+        """The current study (the active viewport's) on the left, a prior of the library on the right (its series
+        of the same modality), side by side in 1 × 2, synchronised when the modalities match."""
         try:
-            series = self.browser.library.viewer_series(study_uid)
+            series = self._library_series(study_uid)
             study = self.browser.library.study(study_uid)
         except LightboxError as exc:
             self._show_problem(str(exc), dialog=True)
             return False
+        series = [s for s in series if not s.is_document] or series
         if not series:
             self._show_problem("That study has no images to show.", dialog=True)
             return False
-        title = " · ".join(x for x in ("Prior", format_date(study.date), study.description) if x)
-        self.prior_pane.show_study(study_uid, title, series, like=self.viewport.series)
-        self.prior_pane.viewport.tool = self.viewport.tool
-        self.prior_pane.show()
-        half = max(1, self.viewer_page.width() // 2)
-        self.viewer_page.setSizes([half, half])
+        if self.prior_uid and self.prior_uid != study_uid:
+            self.close_comparison()
+        left = self.viewport
+        current = left.series
+        self.set_layout("1x2")
+        self.grid.move_to(left, 0)
+        right = self.grid.visible[1]
+        known = {s.uid for s in self.series}
+        self.series += [s for s in series if s.uid not in known]
+        self.strip.set_series(self.series)
+        self._make_thumbnails(series, from_library=True)
+        like = current.modality if current is not None else ""
+        chosen = next((s for s in series if s.modality == like), series[0])
+        self.prior_uid = study_uid
+        right.set_series(chosen)
+        right.caption = " · ".join(x for x in ("Prior", format_date(study.date), study.description) if x)
+        if current is not None:
+            left.caption = " · ".join(x for x in ("Current", format_date(current.study_date),
+                                                  current.study_description) if x)
+            left.update()
+        self.grid.set_active(left)
+        self.set_synchronised(current is not None and chosen.modality == current.modality)
         self.show_viewer()
+        self._refresh()
         return True
 
     def close_comparison(self) -> None:
-        if self.prior_pane.study_uid or self.prior_pane.isVisibleTo(self.viewer_page):
-            self.prior_pane.hide()
-            self.prior_pane.clear()
-            self._refresh()
-
-    @Slot(str, str)
-    def _dropped_on_prior(self, series_uid: str, study_uid: str) -> None:
-        try:
-            series = next((s for s in self.browser.library.viewer_series(study_uid) if s.uid == series_uid), None)
-        except LightboxError as exc:
-            self._show_problem(str(exc))
+        """Take the prior away: back to one viewport, on the current study."""
+        if not self.prior_uid:
             return
-        if series is not None:
-            self.prior_pane.show_series(series)
+        prior, self.prior_uid = self.prior_uid, ""
+        for v in self.grid.viewports:
+            v.caption = ""
+            if v.series is not None and v.series.study_uid == prior:
+                v.set_series(None)
+            v.update()
+        self.series = [s for s in self.series if s.study_uid != prior]
+        self.strip.set_series(self.series)
+        self.set_synchronised(False)
+        showing = next((v for v in self.grid.visible if v.series is not None), self.grid.visible[0])
+        self.grid.set_active(showing)
+        self.grid.set_layout("1x1")
+        self.act_layout["1x1"].setChecked(True)
+        self._refresh()
+
+    def shortcuts_dialog(self):
+        from app.ui.shortcuts import ShortcutsDialog, action_rows
+
+        rows = action_rows(self) + [("In a viewport (mouse and keys)", what, keys, "") for keys, what in KEYS] + \
+            [("In a viewport, measuring", what, keys, "") for keys, what in MEASURE_KEYS]
+        return ShortcutsDialog(rows, self)
 
     def show_shortcuts(self) -> None:
-        rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{t}</td></tr>" for k, t in SHORTCUTS)
-        QMessageBox.information(self, "Keyboard and mouse", f"<table>{rows}</table>")
+        dialog = self.shortcuts_dialog()
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About Lightbox",
@@ -1145,6 +1442,8 @@ class MainWindow(QMainWindow):
         self.browser.refresh()
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        for v in self.grid.viewports:
+            v.cine.pause()
         self.receiving.stop()
         for relay in list(self._relays):
             relay.job.cancel()
@@ -1267,7 +1566,7 @@ def run(names: list[str], links: list[str] = ()) -> int:
         if window.on_library and not links:
             QTimer.singleShot(0, app.quit)
         else:
-            window.viewport.painted.connect(lambda: QTimer.singleShot(0, app.quit))
+            window.grid.painted.connect(lambda: QTimer.singleShot(0, app.quit))
     code = app.exec()
     instance.close()
     return code

@@ -262,7 +262,8 @@ def test_a_series_dragged_onto_the_viewport_is_shown_there(library_window, qtbot
     prior_dx = b.series_list.item(0)
     drop(v, b.series_list.mimeData([prior_dx]))
     assert v.series.study_uid == prior and v.series.modality == "DX"
-    assert len(library_window.series) == 3 and library_window.strip.count() == 3
+    assert len(library_window.series) == 3 and len(library_window.strip.series) == 3
+    assert library_window.strip.count() == 5  # grouped by study: a heading over each study's series
 
 
 def test_files_dragged_onto_the_viewport_are_left_to_the_window(library_window):

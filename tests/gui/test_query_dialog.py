@@ -360,22 +360,31 @@ def test_compare_with_a_prior_from_the_pacs_side_by_side(qtbot, viewer_on_curren
     assert dlg.select(studies["prior"])
     assert dlg.compare_button.text() == "Retrieve and compare"
     dlg.compare_button.click()
-    qtbot.waitUntil(lambda: win.comparing and win.prior_pane.viewport.image is not None, timeout=WAIT)
-    left, right = win.viewport, win.prior_pane.viewport
+    qtbot.waitUntil(lambda: win.comparing and win.grid.visible[1].image is not None, timeout=WAIT)
+    left, right = win.grid.visible
+    assert win.grid.layout_name == "1x2" and win.viewport is left
     assert left.series.study_uid == studies["current"] and right.series.study_uid == studies["prior"]
     assert right.series.modality == left.series.modality == "DX"
-    assert win.prior_pane.title.text() == "Prior · 2025-06-01 · Thorax"
+    assert right.caption == "Prior · 2025-06-01 · Thorax" and left.caption.startswith("Current · 2026-11-02")
     assert len(library_instances(studies["prior"])) == 1  # retrieved into the library first
     assert abs(left.width() - right.width()) < 40  # two halves
 
+    # The same modality: synchronised, the prior takes the current one's window/level.
+    assert win.grid.synchronised and win.act_sync.isChecked()
+    assert right.current_window() == left.current_window()
+    left.set_window(100, 50)
+    assert right.current_window().width == 50
+    win.act_sync.trigger()  # off: each side has its own window/level
+    assert not win.grid.synchronised
     before = left.current_window()
-    right.set_window(100, 50)  # each side has its own window/level
-    assert left.current_window() == before and right.current_window().width == 50
+    right.set_window(300, 80)
+    assert left.current_window() == before and right.current_window().width == 80
 
     assert win.act_single.isEnabled()
-    win.prior_pane.close_button.click()
-    assert not win.comparing and not win.act_single.isEnabled()
-    assert win.viewport.series.study_uid == studies["current"]
+    win.act_single.trigger()
+    assert not win.comparing and win.grid.layout_name == "1x1" and not win.act_single.isEnabled()
+    assert win.viewport.series.study_uid == studies["current"] and not win.viewport.caption
+    assert {s.study_uid for s in win.series} == {studies["current"]}  # the prior left the series strip
 
 
 def test_compare_with_a_prior_already_in_the_library(qtbot, viewer_on_current, studies):
@@ -383,7 +392,9 @@ def test_compare_with_a_prior_already_in_the_library(qtbot, viewer_on_current, s
     dlg = win.compare_with_prior()
     assert dlg.compare_button.text() == "Compare"  # the library's newest is chosen at once
     dlg.compare_button.click()
-    assert win.comparing and win.prior_pane.study_uid == studies["old"]
-    qtbot.waitUntil(lambda: win.prior_pane.viewport.image is not None, timeout=WAIT)
+    assert win.comparing and win.prior_uid == studies["old"]
+    qtbot.waitUntil(lambda: win.grid.visible[1].image is not None, timeout=WAIT)
+    assert win.grid.visible[1].series.study_uid == studies["old"]
+    assert len(win.strip.series) == 3 and win.strip.count() == 5  # both studies' series, under two headings
     win.open_study(studies["old"])  # another study in the viewer: back to one viewport
     assert not win.comparing

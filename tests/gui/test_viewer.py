@@ -220,3 +220,60 @@ def test_paging_keeps_the_zoom_pan_and_window_of_the_stack(window):
         v.step(1)
     assert (v.position, v.zoom, v.center, v.voi) == (3, zoom, center, Window(100, 300))
     assert not v.fit_mode
+
+
+def test_a_tool_gets_the_left_button_and_a_layer_paints_over_the_image(window, qtbot):
+    """The hooks measurement tools build on: events in widget coordinates, mapped to image pixels, keys the
+    window's shortcuts would take, and layers drawn over the image."""
+    from PySide6.QtGui import QColor
+
+    from app.ui.viewer.tools import Layer, ViewportTool
+
+    class Line(ViewportTool):
+        def __init__(self):
+            self.points, self.keys = [], []
+
+        def press(self, viewport, event):
+            self.points = [viewport.image_point(event.position())]
+            return True
+
+        def move(self, viewport, event):
+            if self.points:
+                self.points[1:] = [viewport.image_point(event.position())]
+            return bool(self.points)
+
+        def release(self, viewport, event):
+            return True
+
+        def wants_key(self, viewport, event):
+            return event.key() == Qt.Key.Key_Escape
+
+        def key(self, viewport, event):
+            self.keys.append(event.key())
+            return True
+
+    class Mark(Layer):
+        def paint(self, viewport, painter):
+            painter.fillRect(QRectF(viewport.widget_point(QPointF(100, 100)), viewport.widget_point(QPointF(300, 300))),
+                             QColor(255, 0, 0))
+
+    v = window.viewport
+    tool = Line()
+    v.set_tool(tool)
+    before = v.current_window()
+    a, b = v.widget_point(QPointF(200, 300)), v.widget_point(QPointF(800, 700))
+    drag(v, a, b)
+    assert v.current_window() == before  # the tool had the drag, not window/level
+    assert tool.points[0].x() == pytest.approx(200, abs=0.5) and tool.points[1].y() == pytest.approx(700, abs=0.5)
+    drag(v, a, b, Qt.MouseButton.MiddleButton)  # the other buttons still pan
+    assert not v.fit_mode
+    v.setFocus()
+    qtbot.keyClick(v, Qt.Key.Key_Escape)  # Esc is Reset for the window, but the tool asked for it
+    assert tool.keys == [Qt.Key.Key_Escape] and not v.fit_mode
+    v.layers.append(Mark())
+    v.repaint()
+    centre = v.widget_point(QPointF(200, 200))
+    x, y = int(centre.x()), int(centre.y())
+    assert list(pixels(v)[y, 3 * x: 3 * x + 3]) == [255, 0, 0]
+    window.set_tool("window")
+    assert v.tool == "window"

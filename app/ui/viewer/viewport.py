@@ -1,7 +1,12 @@
-"""One viewport: a series shown frame by frame with window/level, zoom, pan, rotate, flip, invert.
+"""One viewport: a series shown frame by frame with window/level, zoom, pan, rotate, flip, invert; or an
+encapsulated PDF document.
 
 Geometry is a QTransform from image pixels to widget pixels. Each paint asks the ground floor for
 only the visible region of the image, at (at most) the screen's resolution, and lets Qt place it.
+
+Extending it (see app/ui/viewer/tools.py): `set_tool(ViewportTool)` gives a tool the left button and keys;
+`layers` paint over the image; `image_point` / `widget_point` convert coordinates; `image`, `frame`,
+`instance` and `transform()` say what is shown and where.
 """
 
 from __future__ import annotations
@@ -10,28 +15,47 @@ import json
 import logging
 import math
 
-from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QColor, QFont, QPainter, QTransform
+from PySide6.QtCore import QEvent, QMimeData, QPointF, QRect, QRectF, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QColor, QFont, QPainter, QPen, QPixmap, QTransform
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from app.dicom import display
 from app.dicom.display import Preset, Renderer, Voi, Window
 from app.dicom.pixels import Image
-from app.dicom.series import Series
+from app.dicom.series import Instance, Series
 from app.dicom.summary import format_date
 from app.errors import LightboxError
 from app.jobs import Job
-from app.measure.calibration import pixel_spacing
+from app.measure.calibration import Calibration, calibration_of
 from app.ui.images import to_qimage
 from app.ui.jobs import JobRelay
+from app.ui.viewer.cine import CinePlayer
+from app.ui.viewer.tools import Layer, ViewportTool
 
 log = logging.getLogger(__name__)
 
 MIN_ZOOM, MAX_ZOOM = 0.02, 40.0
-SERIES_MIME = "application/x-lightbox-series"  # a series dragged from the library: its series and study UIDs
+SERIES_MIME = "application/x-lightbox-series"  # a series (or, without series UID, a whole study) being dragged
+ACTIVE_COLOR = QColor(64, 156, 255)
+PLACEHOLDER = ["Drop DICOM files or folders here", "or use File ▸ Open"]
+
+# Keys a viewport handles itself (the window's actions list theirs): for Help ▸ Keyboard shortcuts.
+KEYS = [
+    ("Left drag", "The left-button tool (window/level: right = wider, down = higher level)"),
+    ("Ctrl + left drag, middle drag", "Pan"),
+    ("Right drag", "Zoom"),
+    ("Wheel", "Next/previous image or frame; zoom on a single image"),
+    ("Ctrl + wheel", "Zoom at the pointer"),
+    ("Arrow keys", "Previous/next image or frame"),
+    ("Page Up / Page Down", "10 images back/forward"),
+    ("Home / End", "First/last image"),
+    ("Double-click", "Fit to window"),
+    ("Click", "Make this viewport the active one"),
+]
 
 
 def series_mime_data(series_uid: str, study_uid: str) -> QMimeData:
+    """A drag of a series; with an empty `series_uid`, of the whole study."""
     mime = QMimeData()
     mime.setData(SERIES_MIME, json.dumps({"series_uid": series_uid, "study_uid": study_uid}).encode("utf-8"))
     return mime
@@ -52,7 +76,12 @@ class Viewport(QWidget):
     changed = Signal()  # what is shown, or how, has changed (overlays, toolbars follow)
     problem = Signal(str)  # a user-facing message: this image cannot be shown
     painted = Signal()  # an image reached the screen
-    series_dropped = Signal(str, str)  # series UID, study UID: a series from the library was dropped here
+    series_dropped = Signal(str, str)  # series UID ("" for a whole study), study UID: dropped here
+    activated = Signal()  # clicked or focused: the window makes it the active viewport
+    paged = Signal(int, int)  # old and new position, when the user pages (wheel, keys, step)
+    window_changed = Signal()  # the user's window/level (or VOI) changed
+    view_changed = Signal()  # zoom or pan changed (or fit)
+    series_changed = Signal()  # another series (or none) is shown
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -75,7 +104,17 @@ class Viewport(QWidget):
         self.flip_h = False
         self.flip_v = False
         self.fit_mode = True  # follow the widget's size until the user zooms or pans
-        self.tool = "window"  # what the left button does: window, pan, zoom
+        self.tool: str | ViewportTool = "window"  # the left button: "window", "pan", "zoom" or a ViewportTool
+        self.layers: list[Layer] = []  # painted over the image, in order
+        self.calibration_of = calibration_of  # (ds, frame) -> Calibration; the window asks its library
+        self.marked = False  # drawn as the active viewport (when there are several)
+        self.caption = ""  # "Prior · 2025-06-01 · Thorax", top right instead of the study's date; "" for none
+        self.placeholder = PLACEHOLDER  # what an empty viewport says
+        self.document_view = None  # made when a document is first shown
+        self.cine = CinePlayer(self)
+        self._tool_busy = False  # the tool took the press: it gets the moves and the release
+        self._text_cache: dict = {}  # overlay text blocks drawn once, outline and all
+        self.overlay_boxes: list[QRectF] = []  # where the corner text went at the last paint (labels keep clear)
         self.error: str | None = None
         self._drag = None
         self._qimage_key = None
@@ -94,7 +133,9 @@ class Viewport(QWidget):
     # -- what is shown ------------------------------------------------------------------------
 
     def set_series(self, series: Series | None, position: int = 0) -> None:
+        self.cine.pause()
         self.series = series
+        self.position = 0
         self.voi = None
         self.invert = False
         self.rotation = 0
@@ -106,11 +147,13 @@ class Viewport(QWidget):
         self._pending = None
         self._shown_size = None
         self.loading = False
+        self._hide_document()
         if series is not None and series.frame_count:
             self.show_position(position)
         else:
             self.changed.emit()
             self.update()
+        self.series_changed.emit()
 
     def show_position(self, position: int) -> None:
         if self.series is None or not self.series.frame_count:
@@ -119,6 +162,10 @@ class Viewport(QWidget):
         self.position = position
         self._pending = None
         instance, frame = self.series.locate(position)
+        if instance.document:
+            self._show_document(instance)
+            return
+        self._hide_document()
         try:
             image = instance.image()
             if not image.has_frame(frame) and image.slow_to_decode:
@@ -196,12 +243,67 @@ class Viewport(QWidget):
             self._show(*job.target, Renderer(*job.target))
 
     def step(self, delta: int) -> None:
+        """Page by `delta` images or frames, as the user does (synchronised viewports follow)."""
         if self.series is not None:
-            self.show_position(self.position + delta)
+            self.go_to(self.position + delta)
+
+    def go_to(self, position: int) -> None:
+        """Show `position`, as the user asks for it (paging stops cine)."""
+        if self.series is None or not self.count:
+            return
+        self.cine.pause()
+        old = self.position
+        self.show_position(position)
+        if self.position != old:
+            self.paged.emit(old, self.position)
 
     @property
     def count(self) -> int:
         return self.series.frame_count if self.series else 0
+
+    @property
+    def instance(self) -> Instance | None:
+        """The instance shown (its path, SOP Instance UID), or None."""
+        if self.series is None or not self.count:
+            return None
+        return self.series.locate(self.position)[0]
+
+    # -- documents ----------------------------------------------------------------------------
+
+    @property
+    def document(self) -> Instance | None:
+        """The encapsulated document shown instead of an image, or None."""
+        view = self.document_view
+        return getattr(view, "instance", None) if view is not None and view.isVisibleTo(self) else None
+
+    def _show_document(self, instance: Instance) -> None:
+        from app.ui.viewer.document import DocumentView
+
+        if self.document_view is None:
+            self.document_view = DocumentView(self)
+            self.document_view.pressed.connect(self.activated)
+        view = self.document_view
+        self.image, self.renderer, self.error, self.loading = None, None, None, False
+        self._shown_size = None
+        if getattr(view, "instance", None) is not instance:
+            s = self.series
+            title = " · ".join(x for x in ("PDF", s.description or s.title, format_date(s.study_date)) if x)
+            view.instance = instance
+            view.show_pdf(instance.path, title, instance.sop_instance_uid)
+        self._place_document()
+        view.show()
+        self.changed.emit()
+        self.update()
+
+    def _hide_document(self) -> None:
+        if self.document_view is not None and not self.document_view.isHidden():
+            self.document_view.hide()
+            self.document_view.instance = None
+
+    def _place_document(self) -> None:
+        if self.document_view is not None:
+            m = 3 if self.marked else 0
+            self.document_view.setGeometry(self.rect().adjusted(m, m, -m, -m))
 
     # -- window/level -------------------------------------------------------------------------
 
@@ -217,6 +319,7 @@ class Viewport(QWidget):
     def set_voi(self, voi: Voi) -> None:
         self.voi = voi
         self.changed.emit()
+        self.window_changed.emit()
         self.update()
 
     def set_window(self, center: float, width: float) -> None:
@@ -237,6 +340,10 @@ class Viewport(QWidget):
 
     # -- geometry -----------------------------------------------------------------------------
 
+    def calibration(self) -> Calibration | None:
+        """What sizes on the frame shown are measured with (a manual calibration, else the file's)."""
+        return self.calibration_of(self.image.ds, self.frame) if self.image is not None else None
+
     def image_size(self) -> tuple[int, int]:
         return (self.image.columns, self.image.rows) if self.image else (1, 1)
 
@@ -252,17 +359,52 @@ class Viewport(QWidget):
         return t
 
     def _fit(self) -> None:
+        self.zoom = self.fit_zoom()
+        iw, ih = self.image_size()
+        self.center = QPointF(iw / 2, ih / 2)
+
+    def fit_zoom(self) -> float:
+        """The zoom at which the whole image fits the viewport."""
         w, h = self.image_size()
         if self.rotation % 180:
             w, h = h, w
-        self.zoom = max(MIN_ZOOM, min(self.width() / w, self.height() / h))
-        iw, ih = self.image_size()
-        self.center = QPointF(iw / 2, ih / 2)
+        return max(MIN_ZOOM, min(self.width() / w, self.height() / h))
 
     def fit(self) -> None:
         self.fit_mode = True
         self.changed.emit()
+        self.view_changed.emit()
         self.update()
+
+    def view_state(self) -> tuple[bool, float, float, float]:
+        """(fitted, zoom relative to fit, centre as fractions of the image's width and height): the
+        view in terms that carry over to an image of another size."""
+        if self.fit_mode:
+            return True, 1.0, 0.5, 0.5
+        w, h = self.image_size()
+        return False, self.zoom / self.fit_zoom(), self.center.x() / w, self.center.y() / h
+
+    def set_view_state(self, state: tuple[bool, float, float, float]) -> None:
+        fitted, relative, fx, fy = state
+        if fitted:
+            self.fit_mode = True
+        else:
+            w, h = self.image_size()
+            self.fit_mode = False
+            self.zoom = max(MIN_ZOOM, min(MAX_ZOOM, relative * self.fit_zoom()))
+            self.center = QPointF(fx * w, fy * h)
+            self._settle.start()
+        self.changed.emit()
+        self.view_changed.emit()
+        self.update()
+
+    def image_point(self, widget_pos: QPointF) -> QPointF:
+        """Widget coordinates -> image pixel coordinates (x = column, y = row; pixel centres at +0.5)."""
+        inverse, _ = self.transform().inverted()
+        return inverse.map(QPointF(widget_pos))
+
+    def widget_point(self, image_pos: QPointF) -> QPointF:
+        return self.transform().map(QPointF(image_pos))
 
     def actual_size(self) -> None:
         self.set_zoom(1.0 / self.devicePixelRatioF())
@@ -284,6 +426,7 @@ class Viewport(QWidget):
         inverse, _ = self.transform().inverted()
         self.center = inverse.map(QPointF(self.width() / 2, self.height() / 2) - delta)
         self.changed.emit()
+        self.view_changed.emit()
         self.update()
 
     def rotate(self, degrees: int) -> None:
@@ -305,6 +448,7 @@ class Viewport(QWidget):
         self.update()
 
     def reset(self) -> None:
+        self._settle.stop()  # one jump to a still view: drawn smoothly at once
         self.rotation = 0
         self.flip_h = self.flip_v = False
         self.invert = False
@@ -312,6 +456,8 @@ class Viewport(QWidget):
         if self.image is not None:
             self.voi = display.default_voi(self.image, self.frame, pixels=self._preview_pixels())
         self.changed.emit()
+        self.window_changed.emit()
+        self.view_changed.emit()
         self.update()
 
     # -- painting -----------------------------------------------------------------------------
@@ -354,24 +500,56 @@ class Viewport(QWidget):
                     painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.zoom > 1.0)
                     painter.drawImage(QRectF(x0, y0, x1 - x0, y1 - y0), self._qimage)
                     painter.resetTransform()
+        if self.image is not None:
+            self.paint_layers(painter)
         if self.show_overlays:
             self._paint_overlays(painter)
+        else:
+            self.overlay_boxes = []
+        if self.marked:
+            painter.setPen(QPen(ACTIVE_COLOR, 3))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRect(QRectF(self.rect()).adjusted(1.5, 1.5, -1.5, -1.5))
         painter.end()
         if self.image is not None:
             self.painted.emit()
+
+    def paint_layers(self, painter: QPainter) -> None:
+        """The layers, then the tool's drawing in progress; each with a fresh painter state."""
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        for layer in self.layers:
+            painter.save()
+            try:
+                layer.paint(self, painter)
+            except Exception:  # noqa: BLE001 - a broken layer must not take the image with it
+                log.exception("layer %r failed to paint", layer)
+            painter.restore()
+        if isinstance(self.tool, ViewportTool):
+            painter.save()
+            self.tool.paint(self, painter)
+            painter.restore()
 
     def _paint_overlays(self, painter: QPainter) -> None:
         font = QFont(self.font())
         font.setPointSizeF(max(8.0, min(11.0, self.height() / 70)))
         painter.setFont(font)
+        self.overlay_boxes = []
         margin = 8
         box = QRectF(margin, margin, self.width() - 2 * margin, self.height() - 2 * margin)
         if self.series is None:
-            self._text(painter, box, Qt.AlignmentFlag.AlignCenter,
-                       ["Drop DICOM files or folders here", "or use File ▸ Open"], QColor(150, 150, 150))
+            self._text(painter, box, Qt.AlignmentFlag.AlignCenter, self.placeholder, QColor(150, 150, 150))
             return
+        if self.document is not None:
+            return  # the document view says what it is
         for align, lines in self.overlay_text().items():
             self._text(painter, box, align, lines)
+        if self.caption:  # in place of the study's date and description, top right
+            bold = QFont(font)
+            bold.setBold(True)
+            painter.setFont(bold)
+            self._text(painter, box, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignRight, [self.caption],
+                       QColor(255, 214, 120))
+            painter.setFont(font)
         if self.loading and self.image is None:
             self._text(painter, box, Qt.AlignmentFlag.AlignCenter, ["Loading…"], QColor(170, 170, 170))
         if self.error:
@@ -393,6 +571,8 @@ class Viewport(QWidget):
         if sex_age:
             top_left.append(sex_age)
         top_right = [x for x in (format_date(s.study_date), s.study_description, s.title) if x]
+        if self.caption:  # "Prior · date · description", painted above the series title
+            top_right = ["", s.title]
         bottom_left = []
         if self.image is not None:
             win = self.current_window()
@@ -405,19 +585,17 @@ class Viewport(QWidget):
             instance, frame = s.locate(self.position)
             label = f"Image {self.position + 1} / {self.count}"
             if instance.frames > 1:
-                label += f"  (frame {frame + 1} / {instance.frames})"
+                label = f"Frame {frame + 1} / {instance.frames}" if len(s.instances) == 1 else \
+                    f"{label}  (frame {frame + 1} / {instance.frames})"
+            if self.cine.playing:
+                label += f"  ▶ {self.cine.fps:.3g} fps"
             bottom_left.append(label)
         bottom_right = []
         if self.image is not None:
-            spacing = pixel_spacing(self.image.ds)
             bottom_right.append(f"{self.image.columns} × {self.image.rows}")
-            if spacing:
-                where = "" if spacing.source == "PixelSpacing" else " at detector"
-                size = f"{spacing.column_mm:.3g}" if spacing.column_mm == spacing.row_mm else \
-                    f"{spacing.column_mm:.3g} × {spacing.row_mm:.3g}"
-                bottom_right.append(f"Pixel {size} mm{where}")
-            else:
-                bottom_right.append("Not calibrated")
+            c = self.calibration()
+            bottom_right.append(f"Pixel {c.pixel_size_text()} · {c.label}" if c.calibrated
+                                else c.label[:1].upper() + c.label[1:])
             if self.loading:
                 bottom_right.append("Loading full resolution…")
             marks = [m for m, on in (("Inverted", self.invert), (f"Rotated {self.rotation}°", self.rotation),
@@ -428,20 +606,57 @@ class Viewport(QWidget):
         return {A.AlignTop | A.AlignLeft: top_left, A.AlignTop | A.AlignRight: top_right,
                 A.AlignBottom | A.AlignLeft: bottom_left, A.AlignBottom | A.AlignRight: bottom_right}
 
-    @staticmethod
-    def _text(painter: QPainter, box: QRectF, align, lines, color=QColor(235, 235, 235)) -> None:
+    def _text(self, painter: QPainter, box: QRectF, align, lines, color=QColor(235, 235, 235)) -> None:
+        """Outlined text in `box`; each block is drawn once into a small cached pixmap (nine drawText calls
+        per block would otherwise be a good part of a repaint)."""
         text = "\n".join(lines)
-        painter.setPen(QColor(0, 0, 0, 220))  # a dark outline keeps text readable over bone
-        for dx, dy in ((1, 1), (-1, -1), (1, -1), (-1, 1), (1, 0), (-1, 0), (0, 1), (0, -1)):
-            painter.drawText(box.translated(dx, dy), int(align), text)
-        painter.setPen(color)
-        painter.drawText(box, int(align), text)
+        if not text:
+            return
+        dpr = self.devicePixelRatioF()
+        key = (text, int(align), color.rgba(), painter.font().key(), dpr)
+        cached = self._text_cache.get(key)
+        if cached is None:
+            flags = int(align) & ~int(Qt.AlignmentFlag.AlignVertical_Mask)  # lines within the block
+            size = painter.fontMetrics().boundingRect(QRect(0, 0, 100000, 100000), flags, text).size()
+            pixmap = QPixmap(math.ceil((size.width() + 4) * dpr), math.ceil((size.height() + 4) * dpr))
+            pixmap.setDevicePixelRatio(dpr)
+            pixmap.fill(Qt.GlobalColor.transparent)
+            p = QPainter(pixmap)
+            p.setFont(painter.font())
+            inner = QRectF(2, 2, size.width(), size.height())
+            p.setPen(QColor(0, 0, 0, 220))  # a dark outline keeps text readable over bone
+            for dx, dy in ((1, 1), (-1, -1), (1, -1), (-1, 1), (1, 0), (-1, 0), (0, 1), (0, -1)):
+                p.drawText(inner.translated(dx, dy), flags, text)
+            p.setPen(color)
+            p.drawText(inner, flags, text)
+            p.end()
+            cached = (pixmap, size)
+            if len(self._text_cache) > 48:
+                self._text_cache.clear()
+            self._text_cache[key] = cached
+        pixmap, size = cached
+        A = Qt.AlignmentFlag
+        x = box.left() if align & A.AlignLeft else box.right() - size.width() if align & A.AlignRight else \
+            box.center().x() - size.width() / 2
+        y = box.top() if align & A.AlignTop else box.bottom() - size.height() if align & A.AlignBottom else \
+            box.center().y() - size.height() / 2
+        painter.drawPixmap(QPointF(round(x) - 2, round(y) - 2), pixmap)
+        self.overlay_boxes.append(QRectF(round(x), round(y), size.width(), size.height()))
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
+        if self.fit_mode:
+            self._fit()  # `zoom` stays true between a resize and the next paint
+        self._place_document()
         self.changed.emit()
 
-    # -- a series dragged from the library ----------------------------------------------------
+    def set_marked(self, marked: bool) -> None:
+        if marked != self.marked:
+            self.marked = marked
+            self._place_document()
+            self.update()
+
+    # -- a series dragged from the library or the series strip ---------------------------------
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802
         if dropped_series(event.mimeData()) is not None:
@@ -460,24 +675,76 @@ class Viewport(QWidget):
             return
         event.setDropAction(Qt.DropAction.CopyAction)
         event.accept()
+        self.activated.emit()
         self.series_dropped.emit(*found)
+
+    # -- tools --------------------------------------------------------------------------------
+
+    def set_tool(self, tool: str | ViewportTool) -> None:
+        """The left button's tool: a built-in drag ("window", "pan", "zoom") or a ViewportTool."""
+        if tool is self.tool:
+            return
+        if isinstance(self.tool, ViewportTool):
+            self.tool.deactivate(self)
+        self.tool = tool
+        self._drag = None
+        self._tool_busy = False
+        if isinstance(tool, ViewportTool):
+            self.setMouseTracking(True)
+            self.setCursor(tool.cursor)
+            tool.activate(self)
+        else:
+            self.setMouseTracking(False)
+            self.unsetCursor()
+        self.update()
+
+    def _tool_takes(self, event) -> bool:
+        return (isinstance(self.tool, ViewportTool) and self.image is not None
+                and not event.modifiers() & Qt.KeyboardModifier.ControlModifier)
 
     # -- mouse and keys -----------------------------------------------------------------------
 
+    def event(self, event) -> bool:
+        if event.type() == QEvent.Type.ShortcutOverride and isinstance(self.tool, ViewportTool) \
+                and self.tool.wants_key(self, event):
+            event.accept()  # the key goes to keyPressEvent (and the tool), not to the window's shortcut
+            return True
+        return super().event(event)
+
+    def hideEvent(self, event) -> None:  # noqa: N802
+        self.cine.pause()  # out of the layout (or the window minimised): nothing to play to
+        super().hideEvent(event)
+
+    def focusInEvent(self, event) -> None:  # noqa: N802
+        super().focusInEvent(event)
+        self.activated.emit()
+
     def mousePressEvent(self, event) -> None:  # noqa: N802
+        self.activated.emit()
         button = event.button()
+        if button == Qt.MouseButton.LeftButton and self._tool_takes(event) and self.tool.press(self, event):
+            self._tool_busy = True
+            event.accept()
+            return
         mode = None
         if button == Qt.MouseButton.LeftButton:
-            mode = "pan" if event.modifiers() & Qt.KeyboardModifier.ControlModifier else self.tool
+            builtin = self.tool if isinstance(self.tool, str) else "window"
+            mode = "pan" if event.modifiers() & Qt.KeyboardModifier.ControlModifier else builtin
         elif button == Qt.MouseButton.MiddleButton:
             mode = "pan"
         elif button == Qt.MouseButton.RightButton:
             mode = "zoom"
+        if isinstance(self.tool, ViewportTool) and mode == "window" and button == Qt.MouseButton.LeftButton:
+            mode = None  # a tool is chosen: its clicks outside anything it draws do not window
         if mode and self.image is not None:
             self._drag = (mode, event.position(), self.current_window(), self.zoom, event.position())
             event.accept()
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if self._tool_busy or (self._drag is None and self._tool_takes(event)):
+            if self.tool.move(self, event):
+                event.accept()
+                return
         if self._drag is None:
             return
         mode, start, window, zoom, last = self._drag
@@ -494,9 +761,17 @@ class Viewport(QWidget):
         self._drag = (mode, start, window, zoom, pos)
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if self._tool_busy:
+            self._tool_busy = False
+            if self.tool.release(self, event):
+                event.accept()
+                return
         self._drag = None
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        if self._tool_takes(event) and self.tool.double_click(self, event):
+            event.accept()
+            return
         self.fit()
 
     def _window_step(self) -> float:
@@ -519,6 +794,9 @@ class Viewport(QWidget):
         event.accept()
 
     def keyPressEvent(self, event) -> None:  # noqa: N802
+        if isinstance(self.tool, ViewportTool) and self.tool.key(self, event):
+            event.accept()
+            return
         key = event.key()
         k = Qt.Key
         if key in (k.Key_Down, k.Key_Right, k.Key_PageDown):
@@ -526,9 +804,9 @@ class Viewport(QWidget):
         elif key in (k.Key_Up, k.Key_Left, k.Key_PageUp):
             self.step(-10 if key == k.Key_PageUp else -1)
         elif key == k.Key_Home:
-            self.show_position(0)
+            self.go_to(0)
         elif key == k.Key_End:
-            self.show_position(self.count - 1)
+            self.go_to(self.count - 1)
         else:
             super().keyPressEvent(event)
 
