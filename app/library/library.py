@@ -336,6 +336,10 @@ class Library:
         size = self.store.write(relative, data=data, source=file)
         return self.index(fields, relative, size, source)
 
+    def has_instance(self, sop_uid: str) -> bool:
+        """Whether the index has the instance (no check of its file, no change)."""
+        return self.db.execute("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone() is not None
+
     def is_stored(self, sop_uid: str) -> bool:
         """Whether the instance is in the index with its file; a row whose file vanished is dropped."""
         old = self.db.execute("SELECT pk, path FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()

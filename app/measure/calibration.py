@@ -174,7 +174,7 @@ def calibration_of(ds: Dataset, frame: int = 0) -> Calibration:
     kind = str(ds.get("PixelSpacingCalibrationType") or "").strip().upper()
     if spacing and kind:
         description = str(ds.get("PixelSpacingCalibrationDescription") or "").strip()
-        label = f"PixelSpacingCalibrationType {kind}" + (f" ({description})" if description else "")
+        label = f"PixelSpacing, {kind.lower()}" + (f": {description}" if description else "")  # the calibration type
         return Calibration(spacing[0], spacing[1], CALIBRATION_TYPE, label)
     if spacing and not (imager and _same(spacing, imager)):
         return Calibration(spacing[0], spacing[1], PIXEL_SPACING, "PixelSpacing")

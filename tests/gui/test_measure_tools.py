@@ -157,7 +157,7 @@ def test_a_line_of_known_length_overrides_the_files_spacing_with_a_warning(opene
     v = window.viewport
     window.set_tool("length")
     draw(v, (300, 900), (900, 900))
-    assert labels(v) == ["90.0 mm  [PixelSpacingCalibrationType GEOMETRY]"]  # 0.15 mm per pixel
+    assert labels(v) == ["90.0 mm  [PixelSpacing, geometry]"]  # 0.15 mm per pixel
     monkeypatch.setattr(window.measure_tool, "ask_calibration", lambda *args: (60.0, "study"))
     window.set_tool("calibrate_line")
     click(v, (100, 100))
@@ -191,7 +191,7 @@ def test_measurements_are_kept_in_the_library_and_come_back(qtbot, opened_in_lib
     assert window.open_study(sample_in_library)
     qtbot.waitUntil(lambda: window.viewport.image is not None)
     texts = labels(window.viewport)
-    assert texts[0] == "90.0 mm  [PixelSpacingCalibrationType GEOMETRY]" and texts[1].endswith("°")
+    assert texts[0] == "90.0 mm  [PixelSpacing, geometry]" and texts[1].endswith("°")
     # and in a new window
     window.close()
     other = MainWindow()

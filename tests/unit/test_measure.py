@@ -78,16 +78,16 @@ def test_pixel_spacing_that_repeats_imager_pixel_spacing_is_not_taken_for_the_pa
 def test_pixel_spacing_calibration_type_is_shown(kind):
     c = calibration_of(dx(PixelSpacing=[0.15, 0.15], ImagerPixelSpacing=[0.16, 0.16],
                           EstimatedRadiographicMagnificationFactor=1.0667, PixelSpacingCalibrationType=kind))
-    assert (c.row_mm, c.source, c.label) == (0.15, CALIBRATION_TYPE, f"PixelSpacingCalibrationType {kind}")
+    assert (c.row_mm, c.source, c.label) == (0.15, CALIBRATION_TYPE, f"PixelSpacing, {kind.lower()}")
     described = calibration_of(dx(PixelSpacing=[0.15, 0.15], PixelSpacingCalibrationType=kind,
                                   PixelSpacingCalibrationDescription="ball bearing"))
-    assert described.label == f"PixelSpacingCalibrationType {kind} (ball bearing)"
+    assert described.label == f"PixelSpacing, {kind.lower()}: ball bearing"
 
 
 def test_the_sample_radiograph():
     ds = read(DX_SAMPLE, header_only=True)
     c = calibration_of(ds)
-    assert (c.row_mm, c.column_mm, c.label) == (0.15, 0.15, "PixelSpacingCalibrationType GEOMETRY")
+    assert (c.row_mm, c.column_mm, c.label) == (0.15, 0.15, "PixelSpacing, geometry")
     assert pixel_spacing(ds).as_list() == [0.15, 0.15]  # the raw attribute, for info and the viewport
 
 
@@ -527,7 +527,7 @@ def test_measurements_as_csv_and_json(measured_sample, tmp_path):
                                                                               dx_record.sop_uid)
     assert (length["modality"], length["frame"], length["kind"], length["text"]) == ("DX", "1", "length", "sternum")
     assert (float(length["value"]), length["unit"]) == (pytest.approx(120.0), "mm")
-    assert length["calibration"] == "PixelSpacingCalibrationType GEOMETRY" and length["calibrated"] == "True"
+    assert length["calibration"] == "PixelSpacing, geometry" and length["calibrated"] == "True"
     ds = read(ct_record.path)
     image = Image(ds)
     expected = measure_image(Measurement("ellipse", [(118, 118), (138, 138)]), image, calibration_of(ds))

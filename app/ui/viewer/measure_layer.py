@@ -88,8 +88,7 @@ class Measurements(QObject):
             library, found = self.library(), False
             if library is not None and sop:
                 try:
-                    library.instance(sop)
-                    found = True
+                    found = library.has_instance(sop)
                 except _DB_ERRORS:
                     found = False
             self._stored[sop] = found
