@@ -581,3 +581,52 @@ def test_cli_in_a_separate_process(lightbox_exe, configured, data, lightbox_home
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["import"]["summary"] == "1 imported"
+
+
+def test_a_pacs_with_only_patient_root_is_asked_patient_by_patient():
+    """A C-FIND SCP (pynetdicom) that offers only the Patient Root model: the query asks at PATIENT level, then
+    for each patient's studies, and the studies carry the patient's species and owner."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind
+
+    from app.pacs.dimse import nodelay_handler
+
+    patients = {"P1": ("HENDRICKS^Bailey", "Canine", "Hendricks^Anna"), "P2": ("SMITH^Whiskers", "Feline", "Smith^Joan")}
+    studies = {"P1": [("1.2.3.1", "20260101"), ("1.2.3.2", "20250101")], "P2": [("1.2.3.3", "20240101")]}
+    asked = []
+
+    def on_find(event):
+        request = event.identifier
+        level = request.QueryRetrieveLevel
+        asked.append((level, str(request.get("PatientID", "")), str(request.get("PatientName", ""))))
+        if level == "PATIENT":
+            for pid, (name, species, owner) in patients.items():
+                pattern = str(request.get("PatientName", "") or "*").replace("*", "").upper()
+                if pattern in name.upper():
+                    ds = Dataset()
+                    ds.QueryRetrieveLevel = "PATIENT"
+                    ds.PatientID, ds.PatientName = pid, name
+                    ds.PatientSpeciesDescription, ds.ResponsiblePerson = species, owner
+                    yield 0xFF00, ds
+        elif level == "STUDY":
+            for uid, date in studies.get(str(request.PatientID), []):
+                ds = Dataset()
+                ds.QueryRetrieveLevel = "STUDY"
+                ds.PatientID, ds.StudyInstanceUID, ds.StudyDate = request.PatientID, uid, date
+                yield 0xFF00, ds
+
+    port = free_ports(1)[0]
+    ae = AE(ae_title="PATROOT")
+    ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_FIND, on_find), nodelay_handler()])
+    try:
+        config = PacsConfig(DIMSE, "Patient root", "PATROOT", dimse=DimseOptions("127.0.0.1", port, timeout_s=5))
+        config.validate()
+        found = find_studies(config, StudyQuery(patient_name="bailey"))
+    finally:
+        server.shutdown()
+    assert [(s.uid, s.date) for s in found] == [("1.2.3.1", "20260101"), ("1.2.3.2", "20250101")]
+    assert {(s.patient.species, s.patient.owner) for s in found} == {("Canine", "Hendricks^Anna")}
+    assert [a[0] for a in asked] == ["PATIENT", "STUDY"] and asked[1][1] == "P1"
