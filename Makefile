@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PACKAGING := $(VENV)/.packaging
 
-.PHONY: run test bench screenshot sample system-runtime system-test clean
+.PHONY: run test bench screenshot sample package package-test system-runtime system-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +31,20 @@ bench: system-test $(STAMP)
 screenshot: system-test $(STAMP)
 	$(BIN)/python tools/screenshot.py resources/sample -o screenshots/main-window.png
 
+$(PACKAGING): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[package]'
+	touch $(PACKAGING)
+
+# The Linux bundle in dist/lightbox (installers/linux/install.sh installs it for this user).
+package: system-runtime $(PACKAGING)
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/pyinstaller \
+		installers/pyinstaller/lightbox.spec
+
+package-test: $(STAMP)
+	tools/run-tests tests/packaging
+
 sample: $(STAMP)
 	$(BIN)/python resources/make_sample.py resources/sample
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,6 +1,7 @@
 """Where Lightbox keeps its files. LIGHTBOX_HOME moves all of them under one folder."""
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -43,7 +44,9 @@ def log_dir() -> Path:
 def resources_dir() -> Path:
     """Icons, stylesheet and the sample study: beside the package, or inside a frozen bundle."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "resources", here / "resources"):
+    bundle = getattr(sys, "_MEIPASS", None)  # PyInstaller: the bundle's data folder
+    frozen = [Path(bundle) / "resources"] if bundle else []
+    for candidate in (*frozen, here.parent / "resources", here / "resources"):
         if candidate.is_dir():
             return candidate
     return here.parent / "resources"

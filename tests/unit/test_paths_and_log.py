@@ -19,6 +19,12 @@ def test_the_sample_study_is_found():
     assert (paths.sample_study() / "dx" / "thorax_lateral.dcm").is_file()
 
 
+def test_a_frozen_app_finds_its_resources_in_the_bundle(monkeypatch, tmp_path):
+    (tmp_path / "resources" / "sample").mkdir(parents=True)
+    monkeypatch.setattr("sys._MEIPASS", str(tmp_path), raising=False)
+    assert paths.sample_study() == tmp_path / "resources" / "sample"
+
+
 def test_secrets_are_redacted():
     line = ("GET https://bucket.s3.amazonaws.com/a.dcm?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=deadbeef"
             "&X-Amz-Expires=300 Authorization: Bearer eyJhbGc.x.y password=hunter2 https://bob:s3cret@pacs/x")
