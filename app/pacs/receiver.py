@@ -19,6 +19,10 @@ from collections.abc import Callable
 from app.errors import LightboxError
 from app.pacs.config import check_ae_title, check_port
 from app.pacs.dimse import nodelay_handler, quiet_pynetdicom
+from app.pacs.wire import (
+    AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE, COMMAND_FIELD, DATA_SET_TYPE, MESSAGE_ID, NO_DATA_SET, RESPONDED_TO,
+    STATUS, Message, Reader, command, message, us, us_value,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,18 @@ def storage_contexts() -> tuple:
                  for cx in list(StoragePresentationContexts) + list(VerificationPresentationContexts))
 
 
+@functools.lru_cache(maxsize=4)
+def storage_ae(aet: str):
+    """The pynetdicom AE of a storage SCP, made once per AE title (its contexts take 40 ms to set)."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=aet)
+    ae.require_called_aet = True
+    ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs
+    ae.supported_contexts = list(storage_contexts())
+    return ae
+
+
 class StorageServer:
     """C-STORE and C-ECHO on `bind`:`port` (every interface by default: the PACS must reach it) as `aet`."""
 
@@ -74,19 +90,16 @@ class StorageServer:
             return cls._running.get(port)
 
     def start(self) -> StorageServer:
-        from pynetdicom import AE, evt
+        from pynetdicom import evt
 
         quiet_pynetdicom()
         with self._lock:
             stopping = self._stopping.pop(self.port, None)
         if stopping is not None:  # the port is free once the last server on it has stopped
             stopping.join()
-        ae = AE(ae_title=self.aet)
-        ae.require_called_aet = True
-        ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs
-        ae.supported_contexts = list(storage_contexts())
+        ae = storage_ae(self.aet)
         handlers = [nodelay_handler(), (evt.EVT_CONN_OPEN, poll_faster), (evt.EVT_C_STORE, self._on_store),
-                    (evt.EVT_C_ECHO, lambda event: SUCCESS)]
+                    (evt.EVT_C_ECHO, lambda event: SUCCESS), (evt.EVT_ESTABLISHED, self._on_established)]
         try:
             self._server = ae.start_server((self.bind or "", self.port), block=False, evt_handlers=handlers)
         except OSError as exc:
@@ -143,7 +156,10 @@ class StorageServer:
         except Exception:  # noqa: BLE001 - what pynetdicom could not give, we cannot store
             log.info("a C-STORE from %s could not be read", calling, exc_info=True)
             return CANNOT_UNDERSTAND
-        sop_uid = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "?")
+        return self._keep(calling, str(getattr(event.request, "AffectedSOPInstanceUID", "") or "?"), data)
+
+    def _keep(self, calling: str, sop_uid: str, data: bytes) -> int:
+        """The sink takes an instance (and may block until it is committed): the C-STORE's status."""
         try:
             self._sinks[-1](calling, f"{calling}/{sop_uid}", data)
         except LightboxError as exc:
@@ -151,6 +167,14 @@ class StorageServer:
             return OUT_OF_RESOURCES
         self.received += 1
         return SUCCESS
+
+    def _on_established(self, event) -> None:
+        """EVT_ESTABLISHED, on the association's reactor thread: from its next pass, the reactor reads the
+        C-STOREs on the wire itself (_StoreWire)."""
+        try:
+            _StoreWire.install(event.assoc, self)
+        except Exception:  # noqa: BLE001 - pynetdicom's own way then
+            log.debug("no wire for this association", exc_info=True)
 
     def __enter__(self) -> StorageServer:
         return self.start()
@@ -246,3 +270,175 @@ class _Pending:
         self.calling, self.label, self.data = calling, label, data
         self.event = threading.Event()
         self.error = ""
+
+
+class _StoreWire(Reader):
+    """An accepted association's C-STOREs read on its socket by its reactor thread, from within the reactor's
+    checkpoint (_Checkpoint), while pynetdicom's DUL thread is parked: each request is answered once the
+    server's sink has taken it. Anything else goes back to pynetdicom as its DUL thread would have read it; the
+    wire takes over again when pynetdicom is done with it."""
+
+    RETRIES = 50  # reactor passes to find pynetdicom idle again after a hand-back
+
+    @classmethod
+    def fits(cls, assoc) -> bool:
+        dul = getattr(assoc, "dul", None)
+        return (getattr(assoc, "is_acceptor", False) is True and assoc.is_established
+                and type(getattr(assoc, "_reactor_checkpoint", None)) is threading.Event
+                and hasattr(assoc, "_is_paused") and hasattr(assoc, "_kill")
+                and hasattr(getattr(assoc, "dimse", None), "message")
+                and hasattr(dul, "to_user_queue") and hasattr(getattr(dul, "_idle_timer", None), "restart")
+                and hasattr(getattr(assoc, "acse", None), "is_release_requested")
+                and hasattr(getattr(assoc, "requestor", None), "ae_title"))
+
+    @classmethod
+    def install(cls, assoc, server: StorageServer) -> None:
+        wire = cls.made(assoc)
+        if wire is None:
+            return
+        wire.server = server
+        wire.gate.unless = lambda: assoc._kill and not wire.is_parked  # ended before the wire took it
+        assoc._dul_ready = wire.gate  # for the association's life: open but while the wire reads
+        wire.gate.opened.clear()  # the DUL thread stops at its next pass, before it reads a request
+        checkpoint = _Checkpoint(wire)
+        checkpoint.set()
+        assoc._reactor_checkpoint = checkpoint
+
+    def __init__(self, assoc, dul, sock, max_pdu: int):
+        super().__init__(assoc, dul, sock, max_pdu)
+        self.storage = {cx.context_id: (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                        for cx in assoc.accepted_contexts}
+        self.calling = str(assoc.requestor.ae_title or "")
+        self.server: StorageServer | None = None
+        self.done = False  # pynetdicom carries on alone
+        self.tries = 0
+
+    def turn(self) -> None:
+        """One pass of the reactor: read requests until one is not ours (or the association ends)."""
+        if self.done:
+            return
+        if self.assoc._kill or not self.assoc.is_established or not self.dul.is_alive():
+            self.stop()
+            return
+        if not self._take():
+            self.tries += 1
+            if self.tries > self.RETRIES:
+                self.stop()
+            return
+        self.tries = 0
+        try:
+            self._serve()
+        finally:
+            self.unpark()
+
+    def stop(self) -> None:
+        self.done = True
+        self.unpark()
+
+    def _take(self) -> bool:
+        """The DUL thread parked with nothing left to do (what it had to send, sent)."""
+        gate, dul = self.gate, self.dul
+        gate.opened.clear()
+        while not gate.parked.wait(0.05):
+            if not dul.is_alive() or self.assoc._kill:
+                self.unpark()
+                return False
+        for _ in range(8):
+            if dul.to_provider_queue.empty() and dul.event_queue.empty():
+                break
+            if not gate.step(1.0):
+                self.unpark()
+                return False
+        if not (dul.state_machine.current_state == "Sta6" and dul.event_queue.empty() and dul._recv_pdu.empty()
+                and dul.to_provider_queue.empty() and dul.to_user_queue.empty() and self.assoc.dimse.message is None
+                and self.assoc.dimse.msg_queue.empty()):
+            self.unpark()
+            return False
+        self.is_parked = True
+        self.sock.settimeout(0)  # one system call a read
+        return True
+
+    def _serve(self) -> None:
+        got = Message()
+        while True:
+            try:
+                pdu = self._pdu()
+            except TimeoutError:  # nothing yet: anything for the DUL thread to do (an abort from here)?
+                if self.assoc._kill or not self.dul.to_provider_queue.empty() or self.dul.idle_timer_expired():
+                    self._hand_back()  # a message begun, pynetdicom's to finish
+                    return
+                continue
+            except OSError:
+                self.lost = self.done = True
+                self._hand_back()
+                return
+            self.dul._idle_timer.restart()
+            self.read.append(pdu)
+            complete = self._pdvs(pdu, got) if pdu[0] == 0x04 else None
+            if complete is None:  # pynetdicom's: a release, an abort, a C-ECHO ...
+                self.done = pdu[0] != 0x04
+                self._hand_back()
+                return
+            if complete:
+                self.read, request, got = [], got, Message()
+                if not self._store(request):
+                    self.lost = self.done = True
+                    self._hand_back()
+                    return
+
+    def _store(self, got: Message) -> bool:
+        """Answer a C-STORE request once the sink has taken its instance; False when the answer could not go."""
+        from app.dicom.reading import part10_from_network
+
+        elements = got.elements
+        sop_class, sop_uid = elements[AFFECTED_SOP_CLASS], elements[AFFECTED_SOP_INSTANCE]
+        try:
+            uid = _uid(sop_uid)
+            data = part10_from_network(_uid(sop_class), uid, self.storage[got.context_id][1],
+                                       b"".join(got.data), self.calling)
+        except Exception:  # noqa: BLE001 - as _on_store answers what it cannot read
+            log.info("a C-STORE from %s could not be read", self.calling, exc_info=True)
+            status = CANNOT_UNDERSTAND
+        else:
+            got.data = []
+            status = self.server._keep(self.calling, uid, data)
+        answer = command([(AFFECTED_SOP_CLASS, sop_class), (COMMAND_FIELD, us(0x8001)),
+                          (RESPONDED_TO, elements[MESSAGE_ID]), (DATA_SET_TYPE, us(NO_DATA_SET)), (STATUS, us(status)),
+                          (AFFECTED_SOP_INSTANCE, sop_uid)])
+        return self._write(message(got.context_id, answer, None, self.max_pdu))
+
+    def _expected(self, got: Message) -> bool:
+        """A C-STORE request with a data set, on a context of its SOP class."""
+        elements = got.elements
+        if elements is None or us_value(elements, COMMAND_FIELD) != 0x0001 \
+                or us_value(elements, DATA_SET_TYPE) in (None, NO_DATA_SET) \
+                or us_value(elements, MESSAGE_ID) is None or AFFECTED_SOP_INSTANCE not in elements:
+            return False
+        context = self.storage.get(got.context_id)
+        try:
+            return context is not None and context[0] == _uid(elements.get(AFFECTED_SOP_CLASS, b""))
+        except UnicodeDecodeError:
+            return False
+
+
+class _Checkpoint(threading.Event):
+    """Stands in for the association's `_reactor_checkpoint`, which its reactor waits on at every pass: there,
+    the reactor's thread reads on the wire first."""
+
+    def __init__(self, wire: _StoreWire):
+        super().__init__()
+        self.wire = wire
+
+    def wait(self, timeout=None) -> bool:
+        wire = self.wire
+        if not wire.done and threading.current_thread() is wire.assoc and super().is_set():
+            try:
+                wire.turn()
+            except Exception:  # noqa: BLE001 - pynetdicom's own way from here
+                log.warning("reading C-STOREs on the wire failed", exc_info=True)
+                wire.stop()
+        return super().wait(timeout)
+
+
+def _uid(raw: bytes) -> str:
+    return raw.decode("ascii").rstrip("\0 ")

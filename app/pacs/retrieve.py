@@ -11,9 +11,6 @@ from __future__ import annotations
 import logging
 import queue
 import re
-import select
-import ssl
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,7 +25,7 @@ from app.pacs.receiver import poll_faster
 from app.pacs.dimse import AssociationFailed, network_reason, open_association, why_lost
 from app.pacs.wire import (
     AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE, COMMAND_FIELD, DATA_SET_TYPE, ERROR_COMMENT, MESSAGE_ID, NO_DATA_SET,
-    RESPONDED_TO, STATUS, Wire, command, command_elements, message, text_value, us, us_value,
+    RESPONDED_TO, STATUS, Message as _Message, Reader, command, message, text_value, us, us_value,
 )
 
 log = logging.getLogger(__name__)
@@ -569,12 +566,26 @@ class _Transfer:
                     if not any(str(cx.abstract_syntax) == STUDY_ROOT_MOVE for cx in assoc.accepted_contexts):
                         raise RetrieveError(f"{config.aet} does not offer C-MOVE to {calling}")
                     self._requests(assoc, "C-MOVE", UID(STUDY_ROOT_MOVE),
-                                   lambda ds: assoc.send_c_move(ds, o.move_aet, UID(STUDY_ROOT_MOVE)))
+                                   lambda ds: self._move_answers(assoc, ds, o.move_aet))
                 finally:
                     _release(assoc)
         finally:
             if own is not None:
                 own.stop(wait=False)
+
+    def _move_answers(self, assoc, identifier, destination: str):
+        """The C-MOVE's answers: read on the wire by this thread, or pynetdicom's (as for a C-GET)."""
+        from pydicom.uid import UID
+
+        model = UID(STUDY_ROOT_MOVE)
+        got = _MoveWire.follow(assoc, identifier, self, _Quiet(), destination)
+        if got is _DECLINED:
+            yield from assoc.send_c_move(identifier, destination, model)
+        elif got is _HANDED_OVER:
+            cx = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == model)
+            yield from assoc._wrap_get_move_responses(cx.transfer_syntax[0])
+        else:
+            yield got, None
 
     def _sink(self, calling: str, label: str, data: bytes) -> None:
         self.put(label, data)
@@ -605,13 +616,15 @@ def _storage_contexts(sop_classes: list[str], room: int) -> list:
 
 # -- C-GET on the wire ----------------------------------------------------------------------------------
 
-class _GetWire(Wire):
+class _GetWire(Reader):
     """A C-GET followed by the importing thread on the association's socket (app.pacs.wire): it writes the
     request, answers each C-STORE of the PACS at once and imports the instance while the PACS reads the answer
     and sends the next. Anything unusual goes back to pynetdicom, which carries on from there."""
 
     MSG_ID = 1
     SLICE_S = 0.1  # while the PACS is silent, progress and cancel are looked at this often
+    MODEL, REQUEST, ANSWER = STUDY_ROOT_GET, 0x0010, 0x8010
+    destination = b""  # a C-MOVE's
 
     @classmethod
     def fits(cls, assoc) -> bool:
@@ -619,13 +632,13 @@ class _GetWire(Wire):
                 and hasattr(assoc, "_is_paused") and hasattr(assoc, "_wrap_get_move_responses"))
 
     @classmethod
-    def follow(cls, assoc, identifier, transfer: _Transfer, arrivals: _Arrivals):
-        """The C-GET's final answer (a dict; empty when none came in time), _HANDED_OVER (pynetdicom's answers
-        follow) or _DECLINED (nothing sent: pynetdicom's own way)."""
+    def follow(cls, assoc, identifier, transfer: _Transfer, arrivals: _Arrivals, destination: str = ""):
+        """The C-GET's (or C-MOVE's) final answer (a dict; empty when none came in time), _HANDED_OVER
+        (pynetdicom's answers follow) or _DECLINED (nothing sent: pynetdicom's own way)."""
         from pydicom.uid import UID
         from pynetdicom.dsutils import encode
 
-        cx = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == UID(STUDY_ROOT_GET))
+        cx = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == UID(cls.MODEL))
         syntax = str(cx.transfer_syntax[0])
         if syntax not in (IMPLICIT_LE, EXPLICIT_LE):
             return _DECLINED
@@ -633,6 +646,7 @@ class _GetWire(Wire):
         with cls.taken(assoc) as wire:
             if wire is None or not data_set or not assoc.is_established:
                 return _DECLINED
+            wire.destination = (destination + " " * (len(destination) % 2)).encode("ascii")
             # pynetdicom pauses the association's reactor for a request: it would take the answers otherwise
             assoc._reactor_checkpoint.clear()
             while not assoc._is_paused:
@@ -653,16 +667,13 @@ class _GetWire(Wire):
         self.storage = {cx.context_id: (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
                         for cx in assoc.accepted_contexts if getattr(cx, "as_scp", False) is True}
         self.source_aet = str(getattr(assoc.requestor, "ae_title", "") or "")  # as received_file names it
-        self.read: list[bytearray] = []  # the PDUs of the message being read, for a hand-over
-        self.buffer = bytearray()  # what arrived and is not yet read as PDUs
-        self.area = bytearray(1 << 18)
-        self.area_view = memoryview(self.area)
-        self.heard = time.monotonic()
 
     def _follow(self, context_id: int, data_set: bytes, transfer: _Transfer, arrivals: _Arrivals):
         self.sock.settimeout(0)  # one system call a read: with a timeout, Python polls before each
-        request = command([(AFFECTED_SOP_CLASS, STUDY_ROOT_GET.encode()), (COMMAND_FIELD, us(0x0010)),
-                           (MESSAGE_ID, us(self.MSG_ID)), (0x0700, us(0x0002)), (DATA_SET_TYPE, us(0x0001))])
+        destination = [(0x0600, self.destination)] if self.destination else []  # Move Destination
+        request = command([(AFFECTED_SOP_CLASS, self.MODEL.encode()), (COMMAND_FIELD, us(self.REQUEST)),
+                           (MESSAGE_ID, us(self.MSG_ID)), *destination, (0x0700, us(0x0002)),
+                           (DATA_SET_TYPE, us(0x0001))])
         if not self._write(message(context_id, request, data_set, self.max_pdu)):
             return self._lost()
         got = _Message()
@@ -742,44 +753,13 @@ class _GetWire(Wire):
         arrivals.poll()
         return True
 
-    def _pdvs(self, pdu: bytearray, got: _Message) -> bool | None:
-        """The PDVs of a P-DATA-TF PDU added to the message being read: True when it is complete (which must be at
-        the PDU's end), False when more is to come, None when it is not a C-STORE request or C-GET answer read
-        as expected."""
-        view, pos, end = memoryview(pdu), 6, len(pdu)
-        while pos < end:
-            if pos + 6 > end:
-                return None
-            length, context_id, header = struct.unpack_from(">LBB", pdu, pos)
-            start, pos = pos + 6, pos + 4 + length
-            if length < 2 or pos > end or context_id != (got.context_id or context_id):
-                return None
-            got.context_id = context_id
-            if header & 1:  # a command fragment
-                if got.elements is not None:
-                    return None
-                got.command.append(view[start:pos])
-                if header & 2:
-                    got.elements = command_elements(b"".join(got.command))
-                    if not self._expected(got):
-                        return None
-                    if us_value(got.elements, DATA_SET_TYPE) == NO_DATA_SET:
-                        return True if pos == end else None
-            else:
-                if got.elements is None or us_value(got.elements, DATA_SET_TYPE) == NO_DATA_SET:
-                    return None
-                got.data.append(view[start:pos])
-                if header & 2:
-                    return True if pos == end else None
-        return False
-
     def _expected(self, got: _Message) -> bool:
         """A C-STORE request with a data set on a storage context of its SOP class, or an answer to the C-GET."""
         elements = got.elements
         if elements is None:
             return False
         field = us_value(elements, COMMAND_FIELD)
-        if field == 0x8010:
+        if field == self.ANSWER:
             return us_value(elements, RESPONDED_TO) == self.MSG_ID and us_value(elements, STATUS) is not None
         if field != 0x0001 or us_value(elements, DATA_SET_TYPE) in (None, NO_DATA_SET) \
                 or us_value(elements, MESSAGE_ID) is None or AFFECTED_SOP_INSTANCE not in elements:
@@ -790,77 +770,6 @@ class _GetWire(Wire):
         except UnicodeDecodeError:
             return False
 
-    def _write(self, data: bytes) -> bool:
-        view, since = memoryview(data), time.monotonic()
-        try:
-            while view:
-                try:
-                    view = view[self.sock.send(view):]
-                    continue
-                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                    pass
-                patience = self.assoc.dimse_timeout
-                if not select.select([], [self.sock], [], self.SLICE_S)[1] and patience is not None \
-                        and time.monotonic() - since > patience:
-                    return False
-            return True
-        except OSError:
-            return False
-
-    def _pdu(self) -> bytearray:
-        """The next PDU; TimeoutError when none has begun to arrive within SLICE_S, OSError when the connection
-        failed (or fell silent within a PDU for the DIMSE timeout)."""
-        buffer = self.buffer
-        while True:
-            if len(buffer) >= 6:
-                size = 6 + struct.unpack_from(">L", buffer, 2)[0]
-                if len(buffer) >= size:
-                    pdu = buffer[:size]
-                    del buffer[:size]
-                    return pdu
-            self._receive()
-
-    def _whole(self) -> bool:
-        """Whether the buffer begins with a whole PDU."""
-        buffer = self.buffer
-        return len(buffer) >= 6 and len(buffer) >= 6 + struct.unpack_from(">L", buffer, 2)[0]
-
-    def _receive(self) -> None:
-        """What has arrived, added to the buffer (as much as there is, in one read)."""
-        while True:
-            try:
-                count = self.sock.recv_into(self.area)
-            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                count = None
-            if count == 0:
-                raise OSError("connection closed")
-            if count:
-                self.buffer += self.area_view[:count]
-                self.heard = time.monotonic()
-                return
-            if getattr(self.sock, "pending", None) and self.sock.pending():
-                continue
-            if not select.select([self.sock], [], [], self.SLICE_S)[0]:
-                if not self.buffer:
-                    raise TimeoutError
-                patience = self.assoc.dimse_timeout
-                if patience is not None and time.monotonic() - self.heard > patience:
-                    raise OSError("timed out within a PDU")
-
-    def _hand_back(self) -> None:
-        """The PDUs of the message being read, and whatever followed them, to pynetdicom as its DUL thread would
-        have read them (a PDU begun is read to its end first, unless the connection is lost)."""
-        pdus, self.read = self.read, []
-        try:
-            while self.buffer and not (self.lost and not self._whole()):
-                pdus.append(self._pdu())
-        except OSError:
-            self.lost = True
-        for pdu in pdus:
-            self._hand_over(pdu)
-        if self.lost:
-            self.dul.event_queue.put("Evt17")
-
     def _lost(self):
         """The connection failed: pynetdicom hears of what came before and of that, as from its own socket."""
         self.lost = True
@@ -868,16 +777,24 @@ class _GetWire(Wire):
         return _HANDED_OVER
 
 
-class _Message:
-    """A DIMSE message as its fragments arrive."""
+class _MoveWire(_GetWire):
+    """A C-MOVE followed on the wire by the transfer's thread: only its answers come on this association (the
+    instances come to the storage SCP)."""
 
-    __slots__ = ("context_id", "command", "elements", "data")
+    MODEL, REQUEST, ANSWER = STUDY_ROOT_MOVE, 0x0021, 0x8021
 
-    def __init__(self):
-        self.context_id: int | None = None
-        self.command: list[memoryview] = []
-        self.elements: dict[int, bytes] | None = None  # the command set, once whole
-        self.data: list[memoryview] = []
+    def __init__(self, assoc, dul, sock, max_pdu: int):
+        super().__init__(assoc, dul, sock, max_pdu)
+        self.storage = {}
+
+
+class _Quiet:
+    """The arrivals of a C-MOVE's wire: none on its association."""
+
+    stopped = None
+
+    def poll(self) -> None:
+        pass
 
 
 _SUBOPERATIONS = {0x1020: "NumberOfRemainingSuboperations", 0x1021: "NumberOfCompletedSuboperations",

@@ -2,16 +2,19 @@
 
 pynetdicom passes every PDU through its DUL thread and two queues and decodes each message with pydicom: about
 a millisecond a message, as much as a PACS takes to store or send a small instance. For the bulk messages of a
-C-STORE send (app.pacs.send) and of a C-GET (app.pacs.retrieve), the thread doing the work writes and reads the
-PDUs itself. Anything unusual goes back to pynetdicom as its DUL thread would have read it, and it takes over.
+C-STORE send (app.pacs.send), a C-GET or C-MOVE (app.pacs.retrieve) and the storage SCP (app.pacs.receiver), the
+thread doing the work writes and reads the PDUs itself. Anything unusual goes back to pynetdicom as its DUL thread would have read it, and it takes over.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
+import ssl
 import struct
 import threading
+import time
 
 # Element numbers of a command set (group 0000).
 AFFECTED_SOP_CLASS, COMMAND_FIELD, MESSAGE_ID, RESPONDED_TO = 0x0002, 0x0100, 0x0110, 0x0120
@@ -31,12 +34,27 @@ class Gate(threading.Event):
         self.thread = thread
         self.opened, self.parked = threading.Event(), threading.Event()
         self.opened.set()
+        self.stepping = False
+        self.unless = None  # a test that opens the gate (checked while closed)
 
     def is_set(self) -> bool:
         if threading.current_thread() is self.thread and not self.opened.is_set():
             self.parked.set()
-            self.opened.wait()
+            while not self.opened.wait(None if self.unless is None else 0.05):
+                if self.unless():
+                    self.parked.clear()
+                    self.opened.set()
+            if self.stepping:  # one pass, then back here
+                self.stepping = False
+                self.opened.clear()
         return super().is_set()
+
+    def step(self, timeout: float) -> bool:
+        """Let the parked thread make one pass of its loop; whether it is parked again within `timeout`."""
+        self.parked.clear()
+        self.stepping = True
+        self.opened.set()
+        return self.parked.wait(timeout)
 
 
 class Wire:
@@ -54,9 +72,9 @@ class Wire:
         return True
 
     @classmethod
-    @contextlib.contextmanager
-    def taken(cls, assoc):
-        """The wire of an established association, or None when this pynetdicom's internals differ."""
+    def made(cls, assoc):
+        """The wire of an association (its gate not yet in place), or None when this pynetdicom's internals
+        differ."""
         dul = getattr(assoc, "dul", None)
         sock = getattr(getattr(dul, "socket", None), "socket", None)
         parts = ("_decode_pdu", "event_queue", "_recv_pdu", "to_provider_queue", "state_machine", "_idle_timer")
@@ -65,9 +83,17 @@ class Wire:
                 or not isinstance(dul, threading.Thread) or not all(hasattr(dul, name) for name in parts)
                 or not hasattr(assoc, "_handle_no_response") or not hasattr(assoc.dimse, "msg_queue")
                 or not isinstance(max_pdu, int) or 0 < max_pdu < 256 or not cls.fits(assoc)):
+            return None
+        return cls(assoc, dul, sock, max_pdu)
+
+    @classmethod
+    @contextlib.contextmanager
+    def taken(cls, assoc):
+        """The wire of an established association, or None when this pynetdicom's internals differ."""
+        wire = cls.made(assoc)
+        if wire is None:
             yield None  # an odd peer or another pynetdicom: pynetdicom's own way
             return
-        wire = cls(assoc, dul, sock, max_pdu)
         ready, assoc._dul_ready = assoc._dul_ready, wire.gate
         try:
             yield wire
@@ -126,6 +152,138 @@ class Wire:
             return
         self.dul.event_queue.put(event)
         self.dul._recv_pdu.put(decoded)
+
+
+class Reader(Wire):
+    """A wire that reads whole messages of PDUs itself (a C-GET's answers, a storage SCP's requests): what
+    `_expected` does not take goes back to pynetdicom from that message's start."""
+
+    SLICE_S = 0.1  # while the peer is silent, the reader looks around this often
+
+    def __init__(self, assoc, dul, sock, max_pdu: int):
+        super().__init__(assoc, dul, sock, max_pdu)
+        self.read: list[bytearray] = []  # the PDUs of the message being read, for a hand-over
+        self.buffer = bytearray()  # what arrived and is not yet read as PDUs
+        self.area = bytearray(1 << 18)
+        self.area_view = memoryview(self.area)
+        self.heard = time.monotonic()
+
+    def _expected(self, got: Message) -> bool:
+        raise NotImplementedError
+
+    def _pdvs(self, pdu: bytearray, got: Message) -> bool | None:
+        """The PDVs of a P-DATA-TF PDU added to the message being read: True when it is complete (which must be at
+        the PDU's end), False when more is to come, None when it is not a message `_expected` takes."""
+        view, pos, end = memoryview(pdu), 6, len(pdu)
+        while pos < end:
+            if pos + 6 > end:
+                return None
+            length, context_id, header = struct.unpack_from(">LBB", pdu, pos)
+            start, pos = pos + 6, pos + 4 + length
+            if length < 2 or pos > end or context_id != (got.context_id or context_id):
+                return None
+            got.context_id = context_id
+            if header & 1:  # a command fragment
+                if got.elements is not None:
+                    return None
+                got.command.append(view[start:pos])
+                if header & 2:
+                    got.elements = command_elements(b"".join(got.command))
+                    if not self._expected(got):
+                        return None
+                    if us_value(got.elements, DATA_SET_TYPE) == NO_DATA_SET:
+                        return True if pos == end else None
+            else:
+                if got.elements is None or us_value(got.elements, DATA_SET_TYPE) == NO_DATA_SET:
+                    return None
+                got.data.append(view[start:pos])
+                if header & 2:
+                    return True if pos == end else None
+        return False
+
+
+    def _write(self, data: bytes) -> bool:
+        view, since = memoryview(data), time.monotonic()
+        try:
+            while view:
+                try:
+                    view = view[self.sock.send(view):]
+                    continue
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass
+                patience = self.assoc.dimse_timeout
+                if not select.select([], [self.sock], [], self.SLICE_S)[1] and patience is not None \
+                        and time.monotonic() - since > patience:
+                    return False
+            return True
+        except OSError:
+            return False
+
+    def _pdu(self) -> bytearray:
+        """The next PDU; TimeoutError when none has begun to arrive within SLICE_S, OSError when the connection
+        failed (or fell silent within a PDU for the DIMSE timeout)."""
+        buffer = self.buffer
+        while True:
+            if len(buffer) >= 6:
+                size = 6 + struct.unpack_from(">L", buffer, 2)[0]
+                if len(buffer) >= size:
+                    pdu = buffer[:size]
+                    del buffer[:size]
+                    return pdu
+            self._receive()
+
+    def _whole(self) -> bool:
+        """Whether the buffer begins with a whole PDU."""
+        buffer = self.buffer
+        return len(buffer) >= 6 and len(buffer) >= 6 + struct.unpack_from(">L", buffer, 2)[0]
+
+    def _receive(self) -> None:
+        """What has arrived, added to the buffer (as much as there is, in one read)."""
+        while True:
+            try:
+                count = self.sock.recv_into(self.area)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                count = None
+            if count == 0:
+                raise OSError("connection closed")
+            if count:
+                self.buffer += self.area_view[:count]
+                self.heard = time.monotonic()
+                return
+            if getattr(self.sock, "pending", None) and self.sock.pending():
+                continue
+            if not select.select([self.sock], [], [], self.SLICE_S)[0]:
+                if not self.buffer:
+                    raise TimeoutError
+                patience = self.assoc.dimse_timeout
+                if patience is not None and time.monotonic() - self.heard > patience:
+                    raise OSError("timed out within a PDU")
+
+    def _hand_back(self) -> None:
+        """The PDUs of the message being read, and whatever followed them, to pynetdicom as its DUL thread would
+        have read them (a PDU begun is read to its end first, unless the connection is lost)."""
+        pdus, self.read = self.read, []
+        try:
+            while self.buffer and not (self.lost and not self._whole()):
+                pdus.append(self._pdu())
+        except OSError:
+            self.lost = True
+        for pdu in pdus:
+            self._hand_over(pdu)
+        if self.lost:
+            self.dul.event_queue.put("Evt17")
+
+
+class Message:
+    """A DIMSE message as its fragments arrive."""
+
+    __slots__ = ("context_id", "command", "elements", "data")
+
+    def __init__(self):
+        self.context_id: int | None = None
+        self.command: list[memoryview] = []
+        self.elements: dict[int, bytes] | None = None  # the command set, once whole
+        self.data: list[memoryview] = []
 
 
 def command(elements: list[tuple[int, bytes]]) -> bytes:
