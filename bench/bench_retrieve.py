@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import DATA, result
+from common import result, small_ct_study
 
 COUNT, SERIES = 200, 4
 MATRIX = 140  # 140 x 140 x 2 bytes: ~39 KB files
@@ -36,39 +36,8 @@ _VERSION = "v1"
 
 def ct_study() -> list[Path]:
     """The cached study: COUNT CT slices in SERIES series."""
-    import numpy as np
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder = DATA / f"retrieve-ct-{_VERSION}-{COUNT}x{MATRIX}"
-    if not (folder / ".complete").exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        rng = np.random.default_rng(7)
-        study, frame = generate_uid(), generate_uid()
-        series = [generate_uid() for _ in range(SERIES)]
-        per_series = COUNT // SERIES
-        for n in range(COUNT):
-            s, k = divmod(n, per_series)
-            ds = Dataset()
-            ds.file_meta = FileMetaDataset()
-            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds.PatientName, ds.PatientID, ds.PatientSpeciesDescription = "Bench^Retrieve", "BENCH4", "Canine"
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series[s], frame
-            ds.StudyDate, ds.StudyTime, ds.Modality, ds.StudyDescription = "20250102", "100000", "CT", "CT abdomen"
-            ds.SeriesNumber, ds.InstanceNumber = s + 1, k + 1
-            ds.ImagePositionPatient, ds.ImageOrientationPatient = [-125.0, -125.0, -1.0 * k], [1, 0, 0, 0, 1, 0]
-            ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 1.0
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.Rows = ds.Columns = MATRIX
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-            ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-            ds.PixelData = rng.integers(-1000, 2000, (MATRIX, MATRIX)).astype("int16").tobytes()
-            ds.save_as(folder / f"ct{n:03d}.dcm", enforce_file_format=True)
-        (folder / ".complete").write_text("ok\n")
-    return sorted(folder.glob("*.dcm"))
+    return small_ct_study(f"retrieve-ct-{_VERSION}-{COUNT}x{MATRIX}", COUNT, MATRIX, series=SERIES, seed=7,
+                          patient="Bench^Retrieve", patient_id="BENCH4", date="20250102", description="CT abdomen")
 
 
 def run() -> list[dict]:

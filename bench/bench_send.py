@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import DATA, result
+from common import result, small_ct_study
 
 COUNT = 200
 MATRIX = 140  # 140 x 140 x 2 bytes: ~39 KB files
@@ -32,36 +32,8 @@ _VERSION = "v1"
 
 def ct_files() -> list[Path]:
     """The cached study: COUNT CT slices, one series."""
-    import numpy as np
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder = DATA / f"send-ct-{_VERSION}-{COUNT}x{MATRIX}"
-    if not (folder / ".complete").exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        rng = np.random.default_rng(5)
-        study, series, frame = generate_uid(), generate_uid(), generate_uid()
-        for n in range(COUNT):
-            ds = Dataset()
-            ds.file_meta = FileMetaDataset()
-            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds.PatientName, ds.PatientID, ds.PatientSpeciesDescription = "Bench^Send", "BENCH3", "Canine"
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-            ds.StudyDate, ds.StudyTime, ds.Modality, ds.StudyDescription = "20250101", "090000", "CT", "CT thorax"
-            ds.SeriesNumber, ds.InstanceNumber = 1, n + 1
-            ds.ImagePositionPatient, ds.ImageOrientationPatient = [-125.0, -125.0, -1.0 * n], [1, 0, 0, 0, 1, 0]
-            ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 1.0
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.Rows = ds.Columns = MATRIX
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-            ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-            ds.PixelData = rng.integers(-1000, 2000, (MATRIX, MATRIX)).astype("int16").tobytes()
-            ds.save_as(folder / f"ct{n:03d}.dcm", enforce_file_format=True)
-        (folder / ".complete").write_text("ok\n")
-    return sorted(folder.glob("*.dcm"))
+    return small_ct_study(f"send-ct-{_VERSION}-{COUNT}x{MATRIX}", COUNT, MATRIX, seed=5, patient="Bench^Send",
+                          patient_id="BENCH3", description="CT thorax")
 
 
 def multipart_body(files: list[Path], target: Path) -> None:

@@ -161,3 +161,46 @@ def radiograph(kind: str = "explicit") -> Path:
     ds.save_as(tmp, enforce_file_format=True)
     tmp.replace(path)
     return path
+
+
+# -- test data --------------------------------------------------------------------------------------
+
+def small_ct_study(name: str, count: int, matrix: int, *, series: int = 1, seed: int = 0, patient: str = "Bench^CT",
+                   patient_id: str = "BENCH", date: str = "20250101", description: str = "CT") -> list[Path]:
+    """A cached CT study in bench/data/<name>: `count` 16-bit slices of matrix x matrix random values, in `series`
+    series of equal size; made once (a `.complete` mark), then reused."""
+    import shutil
+
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder = DATA / name
+    if not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(seed)
+        study, frame = generate_uid(), generate_uid()
+        series_uids = [generate_uid() for _ in range(series)]
+        per_series = count // series
+        for n in range(count):
+            s, k = divmod(n, per_series)
+            ds = Dataset()
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.PatientName, ds.PatientID, ds.PatientSpeciesDescription = patient, patient_id, "Canine"
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series_uids[s], frame
+            ds.StudyDate, ds.StudyTime, ds.Modality, ds.StudyDescription = date, "090000", "CT", description
+            ds.SeriesNumber, ds.InstanceNumber = s + 1, k + 1
+            ds.ImagePositionPatient, ds.ImageOrientationPatient = [-125.0, -125.0, -1.0 * k], [1, 0, 0, 0, 1, 0]
+            ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 1.0
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.Rows = ds.Columns = matrix
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+            ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+            ds.PixelData = rng.integers(-1000, 2000, (matrix, matrix)).astype("int16").tobytes()
+            ds.save_as(folder / f"ct{n:03d}.dcm", enforce_file_format=True)
+        (folder / ".complete").write_text("ok\n")
+    return sorted(folder.glob("*.dcm"))
