@@ -21,7 +21,7 @@ from app.pacs.config import check_ae_title, check_port
 from app.pacs.dimse import nodelay_handler, quiet_pynetdicom
 from app.pacs.wire import (
     AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE, COMMAND_FIELD, DATA_SET_TYPE, MESSAGE_ID, NO_DATA_SET, RESPONDED_TO,
-    STATUS, Message, Reader, command, message, us, us_value,
+    STATUS, Message, Reader, command, is_store_request, message, uid_value, us,
 )
 
 log = logging.getLogger(__name__)
@@ -393,8 +393,8 @@ class _StoreWire(Reader):
         elements = got.elements
         sop_class, sop_uid = elements[AFFECTED_SOP_CLASS], elements[AFFECTED_SOP_INSTANCE]
         try:
-            uid = _uid(sop_uid)
-            data = part10_from_network(_uid(sop_class), uid, self.storage[got.context_id][1],
+            uid = uid_value(sop_uid)
+            data = part10_from_network(uid_value(sop_class), uid, self.storage[got.context_id][1],
                                        b"".join(got.data), self.calling)
         except Exception:  # noqa: BLE001 - as _on_store answers what it cannot read
             log.info("a C-STORE from %s could not be read", self.calling, exc_info=True)
@@ -408,17 +408,7 @@ class _StoreWire(Reader):
         return self._write(message(got.context_id, answer, None, self.max_pdu))
 
     def _expected(self, got: Message) -> bool:
-        """A C-STORE request with a data set, on a context of its SOP class."""
-        elements = got.elements
-        if elements is None or us_value(elements, COMMAND_FIELD) != 0x0001 \
-                or us_value(elements, DATA_SET_TYPE) in (None, NO_DATA_SET) \
-                or us_value(elements, MESSAGE_ID) is None or AFFECTED_SOP_INSTANCE not in elements:
-            return False
-        context = self.storage.get(got.context_id)
-        try:
-            return context is not None and context[0] == _uid(elements.get(AFFECTED_SOP_CLASS, b""))
-        except UnicodeDecodeError:
-            return False
+        return is_store_request(got, self.storage)
 
 
 class _Checkpoint(threading.Event):
@@ -438,7 +428,3 @@ class _Checkpoint(threading.Event):
                 log.warning("reading C-STOREs on the wire failed", exc_info=True)
                 wire.stop()
         return super().wait(timeout)
-
-
-def _uid(raw: bytes) -> str:
-    return raw.decode("ascii").rstrip("\0 ")

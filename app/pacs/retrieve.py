@@ -25,7 +25,8 @@ from app.pacs.receiver import poll_faster
 from app.pacs.dimse import AssociationFailed, network_reason, open_association, why_lost
 from app.pacs.wire import (
     AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE, COMMAND_FIELD, DATA_SET_TYPE, ERROR_COMMENT, MESSAGE_ID, NO_DATA_SET,
-    RESPONDED_TO, STATUS, Message as _Message, Reader, command, message, text_value, us, us_value,
+    RESPONDED_TO, STATUS, Message as _Message, Reader, command, is_store_request, message, text_value, uid_value, us,
+    us_value,
 )
 
 log = logging.getLogger(__name__)
@@ -733,8 +734,8 @@ class _GetWire(Reader):
             status = OUT_OF_RESOURCES
         else:
             try:
-                uid = _uid(sop_uid)
-                head = part10_from_network(_uid(sop_class), uid, self.storage[got.context_id][1], b"",
+                uid = uid_value(sop_uid)
+                head = part10_from_network(uid_value(sop_class), uid, self.storage[got.context_id][1], b"",
                                            self.source_aet)
                 data, label = b"".join([head, *got.data]), f"{transfer.config.aet}/{uid}"
             except Exception:  # noqa: BLE001 - as _on_store answers what it cannot read
@@ -761,14 +762,7 @@ class _GetWire(Reader):
         field = us_value(elements, COMMAND_FIELD)
         if field == self.ANSWER:
             return us_value(elements, RESPONDED_TO) == self.MSG_ID and us_value(elements, STATUS) is not None
-        if field != 0x0001 or us_value(elements, DATA_SET_TYPE) in (None, NO_DATA_SET) \
-                or us_value(elements, MESSAGE_ID) is None or AFFECTED_SOP_INSTANCE not in elements:
-            return False
-        context = self.storage.get(got.context_id)
-        try:
-            return context is not None and context[0] == _uid(elements.get(AFFECTED_SOP_CLASS, b""))
-        except UnicodeDecodeError:
-            return False
+        return is_store_request(got, self.storage)
 
     def _lost(self):
         """The connection failed: pynetdicom hears of what came before and of that, as from its own socket."""
@@ -799,10 +793,6 @@ class _Quiet:
 
 _SUBOPERATIONS = {0x1020: "NumberOfRemainingSuboperations", 0x1021: "NumberOfCompletedSuboperations",
                   0x1022: "NumberOfFailedSuboperations", 0x1023: "NumberOfWarningSuboperations"}
-
-
-def _uid(raw: bytes) -> str:
-    return raw.decode("ascii").rstrip("\0 ")
 
 
 # -- multipart/related ------------------------------------------------------------------------------

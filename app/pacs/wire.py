@@ -312,6 +312,25 @@ def command_elements(data, pos: int = 0) -> dict[int, bytes] | None:
     return elements if pos == end else None
 
 
+def uid_value(raw: bytes) -> str:
+    """A UI value as text (its padding dropped); UnicodeDecodeError when it is not ASCII."""
+    return raw.decode("ascii").rstrip("\0 ")
+
+
+def is_store_request(got: Message, storage: dict) -> bool:
+    """A C-STORE request with a data set, on a storage context (id -> (SOP class, syntax)) of its SOP class."""
+    elements = got.elements
+    if elements is None or us_value(elements, COMMAND_FIELD) != 0x0001 \
+            or us_value(elements, DATA_SET_TYPE) in (None, NO_DATA_SET) \
+            or us_value(elements, MESSAGE_ID) is None or AFFECTED_SOP_INSTANCE not in elements:
+        return False
+    context = storage.get(got.context_id)
+    try:
+        return context is not None and context[0] == uid_value(elements.get(AFFECTED_SOP_CLASS, b""))
+    except UnicodeDecodeError:
+        return False
+
+
 def us_value(elements: dict[int, bytes], number: int) -> int | None:
     value = elements.get(number, b"")
     return struct.unpack("<H", value)[0] if len(value) == 2 else None
