@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from app import paths
 from app.dicom.patient import Patient, patient_of
 from app.dicom.reading import text as _str
+from app.dicom.document import ENCAPSULATED_PDF, PDF
 from app.dicom.series import Instance, Series, slice_position
 from app.errors import LightboxError, UsageError
 from app.library import schema
@@ -545,7 +546,8 @@ class Library:
         return [self._instance(row) for row in rows]
 
     def viewer_series(self, study_uid: str) -> list[Series]:
-        """A study's series as the viewer pages through them, straight from the index (no file is read)."""
+        """A study's series as the viewer pages through them (images and Encapsulated PDFs), straight from the
+        index (no file is read)."""
         study = self.study(study_uid)
         records = {s.uid: s for s in self.series(study_uid)}
         out: dict[str, Series] = {}
@@ -559,6 +561,8 @@ class Library:
                     study_description=study.description)
             if inst.rows:
                 series.instances.append(Instance(inst.path, inst.sop_uid, inst.number, inst.frames, inst.position))
+            elif inst.sop_class == ENCAPSULATED_PDF:  # a document the viewer shows in place of an image
+                series.instances.append(Instance(inst.path, inst.sop_uid, inst.number, 1, None, PDF))
         return [s for s in out.values() if s.instances]
 
     def instance(self, sop_uid: str) -> InstanceRecord:

@@ -612,17 +612,6 @@ class MainWindow(QMainWindow):
         self.viewport.setFocus()
         self._refresh()
 
-    def _library_series(self, study_uid: str) -> list[Series]:
-        """A study's series as the viewer shows them: the library's images, and its PDF documents (which the
-        library's viewer_series leaves out), read from their headers."""
-        library = self.browser.library
-        series = library.viewer_series(study_uid)
-        documents = [str(r.path) for r in library.instances(study_uid=study_uid) if not r.rows]
-        known = {s.uid for s in series}
-        if documents:
-            series += [s for s in open_paths(documents).series if s.is_document and s.uid not in known]
-        return series
-
     def search_library(self) -> None:
         self.show_library()
         self.browser.focus_search()
@@ -744,7 +733,7 @@ class MainWindow(QMainWindow):
         if not study_uid:
             return False
         try:
-            series = self._library_series(study_uid)
+            series = self.browser.library.viewer_series(study_uid)
             study = self.browser.library.study(study_uid)
         except LightboxError as exc:
             self._show_problem(str(exc), dialog=True)
@@ -775,7 +764,7 @@ class MainWindow(QMainWindow):
         series = next((s for s in self.series if s.uid == series_uid), None) if series_uid else None
         if series is None and study_uid:
             try:
-                found = self._library_series(study_uid)
+                found = self.browser.library.viewer_series(study_uid)
             except LightboxError as exc:
                 self._show_problem(str(exc), dialog=True)
                 return
@@ -1333,7 +1322,7 @@ class MainWindow(QMainWindow):
         """The current study (the active viewport's) on the left, a prior of the library on the right (its series
         of the same modality), side by side in 1 × 2, synchronised when the modalities match."""
         try:
-            series = self._library_series(study_uid)
+            series = self.browser.library.viewer_series(study_uid)
             study = self.browser.library.study(study_uid)
         except LightboxError as exc:
             self._show_problem(str(exc), dialog=True)

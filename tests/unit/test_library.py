@@ -530,3 +530,26 @@ def test_a_full_disk_with_workers_stops_cleanly(library, tmp_path, monkeypatch):
     assert result.stopped.startswith("The disk is full")
     assert statuses(result)[:8] == ["imported"] * 8 and library.counts()["instances"] == 8
     assert not list(library.store.partial_files()) and library.check(repair=False).clean
+
+
+def test_viewer_series_holds_images_and_encapsulated_pdfs(library, tmp_path):
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
+
+    image = ct_dataset(np.zeros((8, 8), np.int16))
+    pdf = Dataset()
+    pdf.file_meta = FileMetaDataset()
+    pdf.file_meta.MediaStorageSOPClassUID = pdf.SOPClassUID = EncapsulatedPDFStorage
+    pdf.file_meta.MediaStorageSOPInstanceUID = pdf.SOPInstanceUID = generate_uid()
+    pdf.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    pdf.PatientName, pdf.PatientID, pdf.PatientSpeciesDescription = image.PatientName, image.PatientID, \
+        image.get("PatientSpeciesDescription", "")
+    pdf.StudyInstanceUID, pdf.SeriesInstanceUID, pdf.Modality = image.StudyInstanceUID, generate_uid(), "DOC"
+    pdf.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    pdf.EncapsulatedDocument = b"%PDF-1.4\n%%EOF\n"
+    paths = [save(image, tmp_path / "ct.dcm"), save(pdf, tmp_path / "letter.dcm")]
+    import_paths(paths, library=library)
+    series = library.viewer_series(str(image.StudyInstanceUID))
+    assert sorted((s.modality, s.is_document) for s in series) == [("CT", False), ("DOC", True)]
+    document = next(s for s in series if s.is_document)
+    assert document.instances[0].document == "application/pdf" and document.instances[0].frames == 1
