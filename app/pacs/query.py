@@ -245,12 +245,14 @@ def find_studies(config: PacsConfig, query: StudyQuery, *, secret: str | None = 
     return _newest_first(list({s.uid: s for s in studies}.values()))
 
 
-def find_series(config: PacsConfig, study_uid: str, *, secret: str | None = None, settings=None) -> list[FoundSeries]:
+def find_series(config: PacsConfig, study_uid: str, *, secret: str | None = None, settings=None,
+                reporter=None) -> list[FoundSeries]:
+    """A study's series on the PACS, by number. A cancelled `reporter` stops a C-FIND (C-CANCEL) and raises Cancelled."""
     _check_imports(config)
     if config.type == DICOMWEB:
         found = _qido(config, secret, settings, "series", {}, _SERIES_KEYS, study_uid)
     else:
-        found = _cfind(config, _identifier("SERIES", {"StudyInstanceUID": study_uid}, _SERIES_KEYS))
+        found = _cfind(config, _identifier("SERIES", {"StudyInstanceUID": study_uid}, _SERIES_KEYS), reporter)
     series = [_series(ds, study_uid) for ds in found]
     return sorted((s for s in series if s.uid), key=lambda s: (s.number is None, s.number or 0, s.uid))
 
@@ -456,7 +458,7 @@ def same_animal(a: Patient, b: Patient) -> bool:
 
 
 def find_priors(config: PacsConfig, patient: Patient, *, before: str = "", exclude=(), secret: str | None = None,
-                settings=None) -> list[FoundStudy]:
+                settings=None, reporter=None) -> list[FoundStudy]:
     """The same animal's studies on the PACS (by patient ID, else name and owner), dated before `before` (YYYYMMDD)
     when given, without the study UIDs in `exclude`; newest first."""
     if patient.id.strip():
@@ -468,5 +470,5 @@ def find_priors(config: PacsConfig, patient: Patient, *, before: str = "", exclu
     if before:
         query.date_to = before
     excluded = set(exclude)
-    return [s for s in find_studies(config, query, secret=secret, settings=settings)
+    return [s for s in find_studies(config, query, secret=secret, settings=settings, reporter=reporter)
             if s.uid not in excluded and same_animal(patient, s.patient)]

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 
 from app.dicom.capture import CaptureContext
 from app.dicom.patient import Patient, patient_of
-from app.errors import UsageError
+from app.errors import Cancelled, UsageError
 from app.pacs.config import DICOMWEB, PacsConfig
 from app.pacs.dimse import AssociationFailed, open_association, why_lost
 from app.pacs.query import QueryError, parse_dates
@@ -137,8 +137,9 @@ def _entry(ds: Dataset, charset: str, source: str) -> WorklistEntry:
         performing_physician=text(step, "ScheduledPerformingPhysicianName"), source=source)
 
 
-def find_worklist(config: PacsConfig, query: WorklistQuery) -> list[WorklistEntry]:
-    """The worklist entries that match, by scheduled date and time. QueryError says why there are none to show."""
+def find_worklist(config: PacsConfig, query: WorklistQuery, *, reporter=None) -> list[WorklistEntry]:
+    """The worklist entries that match, by scheduled date and time. QueryError says why there are none to show;
+    a cancelled `reporter` stops the C-FIND (C-CANCEL) and raises Cancelled."""
     from pydicom.uid import UID
     from pynetdicom.presentation import build_context
 
@@ -152,6 +153,7 @@ def find_worklist(config: PacsConfig, query: WorklistQuery) -> list[WorklistEntr
     except AssociationFailed as exc:
         raise QueryError(str(exc)) from None
     entries: list[WorklistEntry] = []
+    cancelling = False
     try:
         if not any(str(cx.abstract_syntax) == MWL_FIND for cx in assoc.accepted_contexts):
             raise QueryError(f"{config.aet} does not offer a Modality Worklist to {calling}")
@@ -163,6 +165,10 @@ def find_worklist(config: PacsConfig, query: WorklistQuery) -> list[WorklistEntr
             if code in (0xFF00, 0xFF01):
                 if answer is not None and len(entries) < MAX_ENTRIES:
                     entries.append(_entry(answer, o.mwl_charset, config.aet))
+                if reporter is not None and reporter.cancelled and not cancelling:
+                    cancelling = True
+                    context = next(cx for cx in assoc.accepted_contexts if str(cx.abstract_syntax) == MWL_FIND)
+                    assoc.send_c_cancel(1, context.context_id)
                 continue
             if code in (0x0000, 0xFE00):
                 break
@@ -172,6 +178,8 @@ def find_worklist(config: PacsConfig, query: WorklistQuery) -> list[WorklistEntr
     finally:
         if assoc.is_established:
             assoc.release()
+    if reporter is not None and reporter.cancelled:
+        raise Cancelled()
     log.info("worklist of %s: %d entries", config.aet, len(entries))
     return sorted(entries, key=lambda e: (e.scheduled_date, e.scheduled_time, e.accession))
 

@@ -733,7 +733,7 @@ class QueryDialog(QDialog):
         configs = self.configs
 
         def work(reporter):
-            return find_series(config, study_uid, secret=configs.secret(config))
+            return find_series(config, study_uid, secret=configs.secret(config), reporter=reporter)
 
         job = Job(work, "Listing series")
         job.study_uid = study_uid
@@ -1010,7 +1010,7 @@ class PriorDialog(QDialog):
                 reporter.update(n, len(offered), f"Asking {config.name} …")
                 try:
                     studies = find_priors(config, patient, before=before, exclude=seen,
-                                          secret=configs.secret(config))
+                                          secret=configs.secret(config), reporter=reporter)
                 except Cancelled:
                     raise
                 except LightboxError as exc:

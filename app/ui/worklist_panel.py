@@ -207,7 +207,7 @@ class WorklistPanel(QWidget):
         if self.job is not None:
             self.job.cancel()
         query = self.query()
-        job = Job(lambda reporter: find_worklist(config, query), "Worklist")
+        job = Job(lambda reporter: find_worklist(config, query, reporter=reporter), "Worklist")
         job.config = config
         self.job = job
         self.refresh_button.setEnabled(False)

@@ -154,6 +154,17 @@ def test_a_configuration_without_mwl_says_so(worklist):
         find_worklist(config, WorklistQuery())
 
 
+def test_a_cancelled_worklist_query_stops_and_says_so(worklist):
+    from app.errors import Cancelled
+
+    class Stopped:
+        cancelled = True
+
+    with pytest.raises(Cancelled):
+        find_worklist(mwl_config(worklist), WorklistQuery(), reporter=Stopped())
+    assert len(find_worklist(mwl_config(worklist), WorklistQuery())) > 1  # the association was left clean
+
+
 def test_choose_an_entry(worklist):
     entries = find_worklist(mwl_config(worklist), WorklistQuery())
     assert choose(entries, "ACC-W2").patient.name == "Okafor^Storm"
