@@ -41,7 +41,7 @@ package: system-runtime $(PACKAGING)
 		installers/pyinstaller/lightbox.spec
 
 package-test: $(STAMP)
-	tools/run-tests tests/packaging
+	LIGHTBOX_REQUIRE_BUNDLE=1 tools/run-tests tests/packaging
 
 sample: $(STAMP)
 	$(BIN)/python resources/make_sample.py resources/sample

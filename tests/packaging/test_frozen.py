@@ -24,6 +24,10 @@ BUNDLE = ROOT / "dist" / "lightbox"
 EXE = BUNDLE / ("lightbox.exe" if sys.platform == "win32" else "lightbox")
 BUNDLED_SAMPLE = BUNDLE / "_internal" / "resources" / "sample"
 
+# The suite skips these until `make package` has built the bundle; `make package-test` (CI's step after the build)
+# sets LIGHTBOX_REQUIRE_BUNDLE, and a missing bundle then fails.
+if os.environ.get("LIGHTBOX_REQUIRE_BUNDLE") and not EXE.is_file():
+    raise RuntimeError(f"the frozen app {EXE} is missing: `make package` did not build it")
 pytestmark = [pytest.mark.skipif(not EXE.is_file(), reason="no frozen app: run `make package` first"),
               pytest.mark.timeout(120)]
 
