@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import result, small_ct_study
+from common import rate_floor, result, small_ct_study, tool_version
 
 COUNT, SERIES = 200, 4
 MATRIX = 140  # 140 x 140 x 2 bytes: ~39 KB files
@@ -78,16 +78,16 @@ def run() -> list[dict]:
 
     sec = {kind: statistics.median(seconds) for kind, seconds in times.items()}
     what = f"{COUNT} CT instances ({size_kb:.0f} KB each, {SERIES} series, one study) from Orthanc 1.10 (TCP_NODELAY=1)"
-    v = {name: _version(exe) for name, exe in tools.items()}
+    v = {name: tool_version(exe) for name, exe in tools.items()}
     entries = [
-        (_floor(f"retrieve {what} by C-GET: retrieve(method='get') into a fresh library, in-process",
+        (rate_floor(f"retrieve {what} by C-GET: retrieve(method='get') into a fresh library, in-process",
                 COUNT / sec["ours_get"], f"getscu {v['getscu']} -S -od DIR, TCP_NODELAY=1, whole process",
                 COUNT / sec["getscu"], DIMSE_GOAL), "ours_get", "getscu"),
-        (_floor(f"retrieve {what} by C-MOVE: retrieve(method='move'), our storage SCP, into a fresh library",
+        (rate_floor(f"retrieve {what} by C-MOVE: retrieve(method='move'), our storage SCP, into a fresh library",
                 COUNT / sec["ours_move"], f"movescu {v['movescu']} -aem {PEER_AET} to a running storescp -od DIR, "
                 "both TCP_NODELAY=1, movescu whole process", COUNT / sec["movescu"], DIMSE_GOAL),
          "ours_move", "movescu"),
-        (_floor("  the same C-MOVE, our storage SCP already listening (as with \"receive studies\" on)",
+        (rate_floor("  the same C-MOVE, our storage SCP already listening (as with \"receive studies\" on)",
                 COUNT / sec["ours_move_running"], "movescu, as above", COUNT / sec["movescu"], DIMSE_GOAL),
          "ours_move_running", "movescu"),
         (result(f"retrieve {what} by WADO-RS: retrieve(method='wado') into a fresh library (QIDO count, parse, "
@@ -229,19 +229,6 @@ def _wait_listening(port: int, process: subprocess.Popen, timeout: float = 10.0)
             time.sleep(0.01)
 
 
-def _floor(name: str, value: float, peer: str, peer_value: float, goal: float) -> dict:
-    """A rate (higher is better) whose goal is a floor on ours / peer."""
-    entry = result(name, value, "instances/s", peer=peer, peer_value=peer_value)
-    entry["goal"] = f"ratio >= {goal:g}"
-    entry["ok"] = entry["ratio"] is not None and entry["ratio"] >= goal
-    return entry
-
-
-def _version(exe: str) -> str:
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.split()
-    if Path(exe).name != "curl":  # "$dcmtk: getscu v3.6.7 2022-04-22 $"
-        return next((w for w in out if w.startswith("v")), "?")
-    return out[1] if len(out) > 1 else "?"
 
 
 if __name__ == "__main__":

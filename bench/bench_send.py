@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import result, small_ct_study
+from common import rate_floor, result, small_ct_study, tool_version
 
 COUNT = 200
 MATRIX = 140  # 140 x 140 x 2 bytes: ~39 KB files
@@ -74,14 +74,14 @@ def run() -> list[dict]:
     rate = {kind: COUNT / statistics.median(seconds) for kind, seconds in times.items()}
     what = f"{COUNT} CT instances ({size_kb:.0f} KB each, one study) to Orthanc 1.10 (TCP_NODELAY=1)"
     entries = [
-        (_floor(f"send {what} by C-STORE: send_instances, in-process (TCP_NODELAY on our socket)",
-                rate["ours_cstore"], f"storescu {_version(storescu)} with TCP_NODELAY=1, whole process",
+        (rate_floor(f"send {what} by C-STORE: send_instances, in-process (TCP_NODELAY on our socket)",
+                rate["ours_cstore"], f"storescu {tool_version(storescu)} with TCP_NODELAY=1, whole process",
                 rate["storescu_nodelay"], CSTORE_GOAL), "ours_cstore", "storescu_nodelay"),
         (result("  the same C-STORE send, against storescu with the default environment (Nagle on)",
-                rate["ours_cstore"], "instances/s", peer=f"storescu {_version(storescu)}, default environment, "
+                rate["ours_cstore"], "instances/s", peer=f"storescu {tool_version(storescu)}, default environment, "
                 "whole process", peer_value=rate["storescu_default"]), "ours_cstore", "storescu_default"),
-        (_floor(f"send {what} by STOW-RS: send_instances, in-process, one multipart POST",
-                rate["ours_stow"], f"curl {_version(curl)}, one multipart POST of the same files (body prebuilt), "
+        (rate_floor(f"send {what} by STOW-RS: send_instances, in-process, one multipart POST",
+                rate["ours_stow"], f"curl {tool_version(curl)}, one multipart POST of the same files (body prebuilt), "
                 "whole process", rate["curl"], STOW_GOAL), "ours_stow", "curl"),
     ]
     for entry, ours, peer in entries:  # the seconds of every timed run, both sides
@@ -166,19 +166,6 @@ def _uids(files: list[Path]) -> list[str]:
     return [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files]
 
 
-def _floor(name: str, value: float, peer: str, peer_value: float, goal: float) -> dict:
-    """A rate (higher is better) whose goal is a floor on ours / peer."""
-    entry = result(name, value, "instances/s", peer=peer, peer_value=peer_value)
-    entry["goal"] = f"ratio >= {goal:g}"
-    entry["ok"] = entry["ratio"] is not None and entry["ratio"] >= goal
-    return entry
-
-
-def _version(exe: str) -> str:
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.split()
-    if Path(exe).name == "storescu":  # "$dcmtk: storescu v3.6.7 2022-04-22 $"
-        return next((w for w in out if w.startswith("v")), "?")
-    return out[1] if len(out) > 1 else "?"
 
 
 if __name__ == "__main__":

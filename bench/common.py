@@ -204,3 +204,19 @@ def small_ct_study(name: str, count: int, matrix: int, *, series: int = 1, seed:
             ds.save_as(folder / f"ct{n:03d}.dcm", enforce_file_format=True)
         (folder / ".complete").write_text("ok\n")
     return sorted(folder.glob("*.dcm"))
+
+
+def rate_floor(name: str, value: float, peer: str, peer_value: float, goal: float) -> dict:
+    """A rate in instances/s (higher is better) whose goal is a floor on ours / peer."""
+    entry = result(name, value, "instances/s", peer=peer, peer_value=peer_value)
+    entry["goal"] = f"ratio >= {goal:g}"
+    entry["ok"] = entry["ratio"] is not None and entry["ratio"] >= goal
+    return entry
+
+
+def tool_version(exe: str) -> str:
+    """A peer tool's version: dcmtk's "$dcmtk: getscu v3.6.7 2022-04-22 $", or curl's "curl 7.88.1 ..."."""
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.split()
+    if Path(exe).name != "curl":
+        return next((w for w in out if w.startswith("v")), "?")
+    return out[1] if len(out) > 1 else "?"
